@@ -1,0 +1,242 @@
+"""Tests for :mod:`chainer_nets.cpu_fast`: the fast NumPy conv/BN path against Chainer's own."""
+
+from __future__ import annotations  # noqa: I001  (chainer_nets must be imported before chainer)
+
+import os
+import subprocess
+import sys
+
+import chainer_nets  # noqa: F401  (installs the NumPy-2 compat layer first)
+import numpy as np
+import pytest
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+from chainer import gradient_check
+from chainer_nets import cpu_fast
+
+cpu_fast.install()
+
+CONV_CASES = [
+    # (n, c, h, w, co, k, stride, pad, groups, bias)
+    (2, 3, 7, 9, 4, 3, 1, 1, 1, True),
+    (3, 4, 8, 8, 6, 3, 2, 1, 1, False),
+    (2, 5, 9, 7, 3, 1, 1, 0, 1, True),
+    (2, 4, 9, 9, 8, 1, 2, 0, 1, False),
+    (2, 4, 7, 8, 6, 3, 1, 0, 2, True),
+    (2, 4, 9, 6, 4, 3, 2, 1, 2, False),
+    (2, 6, 7, 7, 6, 3, 1, 1, 6, False),
+    (2, 4, 9, 8, 8, 3, 2, 1, 4, True),
+    (1, 3, 5, 5, 2, 1, 1, 1, 1, True),
+    (2, 3, 6, 10, 5, (3, 1), (1, 2), (1, 0), 1, True),
+]
+
+
+def _conv_both(case, dtype=np.float32, seed=0):
+    n, c, h, w, co, k, s, p, g, bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.RandomState(seed)
+    x = rng.randn(n, c, h, w).astype(dtype)
+    W = rng.randn(co, c // g, kh, kw).astype(dtype)
+    b = rng.randn(co).astype(dtype) if bias else None
+    out = {}
+    for flag in (True, False):
+        with cpu_fast.enabled(flag):
+            xv, Wv = chainer.Variable(x.copy()), chainer.Variable(W.copy())
+            bv = chainer.Variable(b.copy()) if bias else None
+            y = F.convolution_2d(xv, Wv, bv, stride=s, pad=p, groups=g)
+            gy = np.random.RandomState(seed + 1).randn(*y.shape).astype(dtype)
+            y.grad = gy
+            y.backward()
+            out[flag] = (y, xv.grad, Wv.grad, bv.grad if bias else None)
+    return out
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv_matches_chainer(case):
+    out = _conv_both(case)
+    assert out[True][0].creator.__class__ is cpu_fast.FastConvolution2D
+    assert out[False][0].creator.__class__ is not cpu_fast.FastConvolution2D
+    for a, b in zip(out[True], out[False]):
+        if b is None:
+            continue
+        a = a.array if isinstance(a, chainer.Variable) else a
+        b = b.array if isinstance(b, chainer.Variable) else b
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 5, 6, 9)])
+def test_conv_check_backward(case):
+    n, c, h, w, co, k, s, p, g, bias = case
+    kh, kw = (k, k) if isinstance(k, int) else k
+    rng = np.random.RandomState(3)
+    x = rng.randn(n, c, h, w)
+    W = rng.randn(co, c // g, kh, kw)
+    args = [x, W] + ([rng.randn(co)] if bias else [])
+    ho = (h + 2 * (p if isinstance(p, int) else p[0]) - kh) // (s if isinstance(s, int) else s[0])
+    wo = (w + 2 * (p if isinstance(p, int) else p[1]) - kw) // (s if isinstance(s, int) else s[1])
+    gy = rng.randn(n, co, ho + 1, wo + 1)
+
+    def f(*a):
+        return cpu_fast.FastConvolution2D(cpu_fast._pair(s), cpu_fast._pair(p), g).apply(a)[0]
+
+    with cpu_fast.enabled(True):
+        gradient_check.check_backward(f, tuple(args), gy, dtype=np.float64, atol=1e-6, rtol=1e-5)
+
+
+def test_conv_double_backprop_uses_chainer_graph():
+    rng = np.random.RandomState(0)
+    x = chainer.Variable(rng.randn(2, 3, 6, 6))
+    W = chainer.Variable(rng.randn(4, 3, 3, 3))
+    grads = {}
+    for flag in (True, False):
+        with cpu_fast.enabled(flag):
+            y = F.convolution_2d(x, W, pad=1)
+            (gx,) = chainer.grad([F.sum(y * y)], [x], enable_double_backprop=True)
+            (ggw,) = chainer.grad([F.sum(gx * gx)], [W])
+            grads[flag] = ggw.array
+    np.testing.assert_allclose(grads[True], grads[False], rtol=1e-10)
+
+
+def test_unsupported_falls_back():
+    x = chainer.Variable(np.random.randn(2, 3, 7, 7).astype(np.float32))
+    W = chainer.Variable(np.random.randn(4, 3, 3, 3).astype(np.float32))
+    with cpu_fast.enabled(True):
+        assert isinstance(F.convolution_2d(x, W).creator, cpu_fast.FastConvolution2D)
+        y = F.convolution_2d(x, W, dilate=2)
+        assert not isinstance(y.creator, cpu_fast.FastConvolution2D)
+        y = F.convolution_2d(x, W, cover_all=True, stride=2)
+        assert not isinstance(y.creator, cpu_fast.FastConvolution2D)
+        y = F.convolution_2d(x, W.array.astype(np.float64))
+        assert not isinstance(y.creator, cpu_fast.FastConvolution2D)
+
+
+def test_switch_turns_it_off():
+    x = np.random.randn(2, 3, 5, 5).astype(np.float32)
+    W = np.random.randn(4, 3, 3, 3).astype(np.float32)
+    with cpu_fast.enabled(False):
+        assert not cpu_fast.is_enabled()
+        y = F.convolution_2d(x, W)
+        assert not isinstance(y.creator, cpu_fast.FastConvolution2D)
+    with chainer.using_config("cpu_fast", False):
+        assert not isinstance(F.convolution_2d(x, W).creator, cpu_fast.FastConvolution2D)
+    assert cpu_fast.is_enabled()
+    y = L.Convolution2D(3, 4, 3)(x)
+    assert isinstance(y.creator, cpu_fast.FastConvolution2D)
+
+
+def test_environment_variable_disables_at_install():
+    code = (
+        "import chainer_nets, chainer, numpy as np\n"
+        "from chainer_nets import cpu_fast\n"
+        "cpu_fast.install()\n"
+        "import chainer.functions as F\n"
+        "y = F.convolution_2d(np.ones((1, 2, 4, 4), 'f'), np.ones((3, 2, 3, 3), 'f'))\n"
+        "print(type(y.creator).__name__, cpu_fast.is_enabled())\n"
+    )
+    env = dict(os.environ, CHAINER_NETS_CPU_FAST="0")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    res = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["Convolution2DFunction", "False"]
+
+
+def test_cupy_free_numpy_path():
+    import chainer_nets.cpu_fast as mod
+
+    with open(mod.__file__) as f:
+        src = f.read()
+    assert "import cupy" not in src and "import torch" not in src
+    x = np.random.randn(2, 3, 5, 5).astype(np.float32)
+    W = np.random.randn(4, 3, 3, 3).astype(np.float32)
+    y = F.convolution_2d(x, W, pad=1)
+    assert type(y.array) is np.ndarray
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("nhwc", [True, False])
+def test_batch_normalization_matches_chainer(dtype, nhwc):
+    rng = np.random.RandomState(1)
+    x = (rng.randn(4, 5, 6, 7) * 3 + 2).astype(dtype)
+    if nhwc:  # the memory layout the fast convolution produces
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    gamma = rng.rand(5).astype(dtype) + 0.5
+    beta = rng.randn(5).astype(dtype)
+    gy = rng.randn(*x.shape).astype(dtype)
+    out = {}
+    for flag in (True, False):
+        with cpu_fast.enabled(flag):
+            rm, rv = np.zeros(5, dtype), np.ones(5, dtype)
+            xv, gv, bv = (chainer.Variable(a.copy()) for a in (x, gamma, beta))
+            y = F.batch_normalization(xv, gv, bv, running_mean=rm, running_var=rv)
+            y.grad = gy
+            y.backward()
+            ytest = F.fixed_batch_normalization(x, gamma, beta, rm, rv)
+            out[flag] = (y.array, xv.grad, gv.grad, bv.grad, rm, rv, ytest.array)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for a, b in zip(out[True], out[False]):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+
+
+def test_batch_normalization_check_backward():
+    rng = np.random.RandomState(2)
+    x = rng.randn(3, 4, 5, 6)
+    gamma = rng.rand(4) + 0.5
+    beta = rng.randn(4)
+    gy = rng.randn(*x.shape)
+    with cpu_fast.enabled(True):
+        gradient_check.check_backward(
+            lambda *a: F.batch_normalization(*a), (x, gamma, beta), gy, atol=1e-6, rtol=1e-5
+        )
+
+
+class _TinyNet(chainer.Chain):
+    def __init__(self):
+        super().__init__()
+        with self.init_scope():
+            self.c1 = L.Convolution2D(3, 8, 3, pad=1, nobias=True)
+            self.b1 = L.BatchNormalization(8)
+            self.c2 = L.Convolution2D(8, 8, 3, stride=2, pad=1, nobias=True, groups=2)
+            self.b2 = L.BatchNormalization(8)
+            self.c3 = L.Convolution2D(8, 16, 1, stride=2)
+            self.fc = L.Linear(16, 10)
+
+    def forward(self, x):
+        h = F.relu(self.b1(self.c1(x)))
+        h = F.relu(self.b2(self.c2(h)) + h[:, :, ::2, ::2])
+        h = F.relu(self.c3(h))
+        return self.fc(F.average_pooling_2d(h, h.shape[2:]))
+
+
+def test_tiny_net_trains_identically():
+    rng = np.random.RandomState(0)
+    xs = rng.randn(6, 16, 3, 12, 12).astype(np.float32)
+    ts = rng.randint(0, 10, (6, 16)).astype(np.int32)
+    base = _TinyNet()
+    results = {}
+    for flag in (True, False):
+        model = base.copy(mode="copy")
+        opt = chainer.optimizers.MomentumSGD(0.05)
+        opt.setup(model)
+        losses = []
+        with cpu_fast.enabled(flag):
+            for x, t in zip(xs, ts):
+                loss = F.softmax_cross_entropy(model(x), t)
+                model.cleargrads()
+                loss.backward()
+                opt.update()
+                losses.append(float(loss.array))
+            with chainer.using_config("train", False):
+                pred = model(xs[0]).array
+        results[flag] = (losses, pred, {k: v.array.copy() for k, v in model.namedparams()})
+        results[flag][2].update({"rm": model.b1.avg_mean.copy(), "rv": model.b2.avg_var.copy()})
+    np.testing.assert_allclose(results[True][0], results[False][0], rtol=1e-4)
+    np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-3, atol=1e-4)
+    for k, v in results[False][2].items():
+        np.testing.assert_allclose(results[True][2][k], v, rtol=1e-3, atol=1e-4, err_msg=k)
