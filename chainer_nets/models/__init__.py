@@ -1,0 +1,1 @@
+"""One module per paper; each registers its variants in :mod:`chainer_nets.registry`."""

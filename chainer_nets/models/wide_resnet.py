@@ -1,0 +1,104 @@
+r"""Wide Residual Networks (Zagoruyko & Komodakis, 2016; arXiv 1605.07146).
+
+The paper's question: is depth the only way up? It widens the pre-activation
+basic block by a factor :math:`k` and makes the network far shallower.
+WRN-:math:`d`-:math:`k` has a 3x3 conv with 16 filters, then three stages of
+:math:`n = (d-4)/6` blocks with :math:`16k`, :math:`32k`, :math:`64k` filters,
+each block
+
+.. math::  \mathbf{x}_{l+1} = s(\mathbf{x}_l) + W_2 * \mathrm{drop}\big(\mathrm{ReLU}(\mathrm{BN}(
+           W_1 * \mathrm{ReLU}(\mathrm{BN}(\mathbf{x}_l))))\big),
+
+where :math:`s` is the identity, or a 1x1 convolution of the shared
+pre-activation where the width or resolution changes, and "drop" is dropout
+(p = 0.3) in the "-dropout" variants only. BN-ReLU, global average pooling and
+a linear layer finish the network.
+"""
+
+from __future__ import annotations
+
+import chainer
+import chainer.functions as F
+
+from chainer_nets.blocks import PreActHead, bn, conv1x1, conv3x3
+from chainer_nets.registry import ModelInfo, register
+
+ARXIV = "1605.07146"
+PAPER = "Wide Residual Networks (WRN)"
+
+
+class WideBasic(chainer.Chain):
+    """Pre-activation wide basic block with optional dropout between the convolutions."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = dropout
+        self.project = in_ch != out_ch or stride != 1
+        with self.init_scope():
+            self.bn1 = bn(in_ch)
+            self.conv1 = conv3x3(in_ch, out_ch, stride)
+            self.bn2 = bn(out_ch)
+            self.conv2 = conv3x3(out_ch, out_ch)
+            if self.project:
+                self.shortcut = conv1x1(in_ch, out_ch, stride)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Shortcut plus the two pre-activated 3x3 convolutions (dropout only in training)."""
+        a = F.relu(self.bn1(x))
+        h = self.conv1(a)
+        h = F.relu(self.bn2(h))
+        if self.dropout > 0:
+            h = F.dropout(h, self.dropout)  # a no-op unless chainer.config.train
+        h = self.conv2(h)
+        return h + (self.shortcut(a) if self.project else x)
+
+
+class WideResNet(chainer.Chain):
+    """WRN-d-k for CIFAR."""
+
+    def __init__(self, depth: int, widen: int, dropout: float = 0.0, n_classes: int = 10) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n+4, got {depth}")
+        n = (depth - 4) // 6
+        widths = (16 * widen, 32 * widen, 64 * widen)
+        with self.init_scope():
+            self.conv1 = conv3x3(3, 16)
+            self.blocks = chainer.ChainList()
+            in_ch = 16
+            for stage, width in enumerate(widths):
+                for i in range(n):
+                    stride = 2 if stage > 0 and i == 0 else 1
+                    self.blocks.append(WideBasic(in_ch, width, stride, dropout))
+                    in_ch = width
+            self.head = PreActHead(in_ch, n_classes)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores (logits) for a batch of 3x32x32 images."""
+        h = self.conv1(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+# name, depth, k, dropout, paper's CIFAR-10 error %, paper's parameter count (M): Tables 4-6.
+for _name, _depth, _k, _drop, _err, _params in [
+    ("wrn16_8", 16, 8, 0.0, 4.27, "11.0"),
+    ("wrn40_4", 40, 4, 0.0, 4.53, "8.9"),
+    ("wrn28_10", 28, 10, 0.0, 4.00, "36.5"),
+    ("wrn28_10_dropout", 28, 10, 0.3, 3.89, "36.5"),
+]:
+    register(
+        ModelInfo(
+            name=_name,
+            factory=WideResNet,
+            kwargs={"depth": _depth, "widen": _k, "dropout": _drop},
+            paper_no=15,
+            paper=PAPER,
+            arxiv=ARXIV,
+            recipe="wrn",
+            paper_accuracy=round(100 - _err, 2),
+            paper_params=_params,
+            description=f"WRN-{_depth}-{_k}" + (f", dropout {_drop}" if _drop else ""),
+        )
+    )
