@@ -1,7 +1,7 @@
 """Run Chainer 7.8.1's own test suite against the installed Chainer, with chainer_nets.compat.
 
 Usage (from anywhere; needs git, network access for the clone, and a Python environment with
-chainer==7.8.1, numpy, pytest, mock; optional: scipy, h5py, pytest-xdist is not needed)::
+chainer==7.8.1, numpy, pytest, mock; scipy and h5py are optional and enable more tests)::
 
     python tools/chainer_suite/run_chainer_suite.py --clone --src chainer-v7.8.1 --out suite-logs
     python tools/chainer_suite/run_chainer_suite.py --src chainer-v7.8.1 --areas core links
