@@ -12,9 +12,12 @@ Conventions used by every model in the package:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import chainer
 import chainer.functions as F
 import chainer.links as L
+import numpy
 from chainer import initializers
 
 
@@ -75,3 +78,33 @@ class PreActHead(chainer.Chain):
     def forward(self, h: chainer.Variable) -> chainer.Variable:
         """BN, ReLU, global average pool, fully connected."""
         return self.head(F.relu(self.bn(h)))
+
+
+def linear_decay_survival(index: int, total: int, p_last: float = 0.5) -> float:
+    r"""Survival probability of block ``index`` (1-based) of ``total`` under the linear-decay rule,
+    :math:`p_l = 1 - \frac{l}{L}(1 - p_L)` (stochastic depth, Huang et al. 2016, Eq. 4)."""
+    if not 1 <= index <= total:
+        raise ValueError(f"block index must be in 1..{total}, got {index}")
+    return 1.0 - index / total * (1.0 - p_last)
+
+
+def stochastic_depth(
+    branch: Callable[[], chainer.Variable], survival: float
+) -> chainer.Variable | None:
+    r"""Stochastic-depth gate on a residual branch :math:`f_l` with survival probability :math:`p_l`.
+
+    Training (``chainer.config.train``): with probability :math:`p_l` return ``branch()``;
+    otherwise return ``None`` without computing the branch at all, so the block reduces to its
+    shortcut and its parameters get no gradient. Test: return :math:`p_l \cdot f_l`, the branch
+    scaled by its expected presence. One draw per call, i.e. per block per mini-batch.
+
+    The draw decides host-side control flow, so it comes from ``numpy.random`` (seeded by
+    ``chainer_nets.train --seed``) whether the arrays live on NumPy or CuPy: this avoids a
+    device-to-host synchronisation per block.
+    """
+    if chainer.config.train:
+        if survival < 1.0 and numpy.random.random_sample() >= survival:
+            return None
+        return branch()
+    h = branch()
+    return h if survival == 1.0 else h * survival

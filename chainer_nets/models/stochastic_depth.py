@@ -1,0 +1,147 @@
+r"""Deep Networks with Stochastic Depth (Huang, Sun, Liu, Sedra, Weinberger, 2016; arXiv 1603.09382).
+
+The paper's question: very deep ResNets are slow to train and their gradients
+vanish through many blocks, yet the depth helps at test time. Can a network be
+*short* while it trains and *deep* when it is used? Each residual block
+:math:`\ell` is kept in a mini-batch with probability :math:`p_\ell` and
+otherwise replaced by its shortcut. With a Bernoulli gate
+:math:`b_\ell \in \{0, 1\}`, :math:`\Pr(b_\ell = 1) = p_\ell`,
+
+.. math::  H_\ell = \mathrm{ReLU}\big(b_\ell\, f_\ell(H_{\ell-1}) + \mathrm{id}(H_{\ell-1})\big)
+           \qquad \text{(training, Eq. 2)},
+
+so a dropped block passes its input through (the input is already
+non-negative, so the ReLU leaves it unchanged). At test time every block is
+present and its branch is weighted by how often it was present in training,
+
+.. math::  H_\ell^{\mathrm{test}} = \mathrm{ReLU}\big(p_\ell\, f_\ell(H_{\ell-1}^{\mathrm{test}})
+           + \mathrm{id}(H_{\ell-1}^{\mathrm{test}})\big) \qquad \text{(Eq. 5)}.
+
+The survival probabilities decay linearly with depth from :math:`p_0 = 1` (the
+input) to :math:`p_L = 0.5` for the last of the :math:`L` blocks (Eq. 4),
+
+.. math::  p_\ell = 1 - \frac{\ell}{L}(1 - p_L),
+
+so the expected depth of ResNet-110 (:math:`L = 54`) in training is about 40 blocks.
+The gate and the schedule are :func:`chainer_nets.blocks.stochastic_depth` and
+:func:`chainer_nets.blocks.linear_decay_survival`, shared with RoR.
+
+The network is the original post-activation CIFAR ResNet (:mod:`chainer_nets.models.resnet`),
+following the authors' Torch code (yueatsprograms/Stochastic_Depth, ``ResidualDrop.lua`` and
+``main.lua``): conv3x3(16)-BN-ReLU, three stages of :math:`n` blocks
+conv-BN-ReLU-conv-BN with 16/32/64 filters, the stride on the first conv, and where the
+resolution halves a shortcut that is a 2x2 *average pooling* with stride 2 followed by zero
+channel padding (the ResNet paper's option A sub-samples instead); ReLU after the
+addition; global average pooling and a linear layer. One gate decision per block per
+mini-batch, and the schedule indexes blocks :math:`\ell = 1..L`, as the official code does.
+
+Departure: the official convolutions have a bias (initialised to 0) in front of every
+batch normalization; here they have none, as everywhere in this package. A bias before BN
+is cancelled by the batch mean in training, so this changes only the parameter count
+(by 4,048 scalars for ResNet-110, invisible at the paper's 1.7M).
+"""
+
+from __future__ import annotations
+
+import chainer
+import chainer.functions as F
+
+from chainer_nets.blocks import (
+    ClassifierHead,
+    bn,
+    conv3x3,
+    linear_decay_survival,
+    stochastic_depth,
+)
+from chainer_nets.models.resnet import BasicBlock
+from chainer_nets.registry import ModelInfo, register
+
+ARXIV = "1603.09382"
+PAPER = "Deep Networks with Stochastic Depth"
+
+
+def avg_pool_pad_shortcut(x: chainer.Variable, out_ch: int, stride: int) -> chainer.Variable:
+    """The official code's shortcut: ``stride`` x ``stride`` average pooling, then zero channels."""
+    if stride > 1:
+        x = F.average_pooling_2d(x, stride, stride)
+    extra = out_ch - x.shape[1]
+    if extra > 0:
+        xp = chainer.backend.get_array_module(x)
+        zeros = xp.zeros((x.shape[0], extra) + x.shape[2:], dtype=x.dtype)
+        x = F.concat((x, zeros), axis=1)
+    return x
+
+
+class StochasticDepthBlock(BasicBlock):
+    r"""Post-activation basic block with a survival gate, Eq. 2 (train) and Eq. 5 (test):
+    :math:`H_\ell = \mathrm{ReLU}(b_\ell f_\ell(H_{\ell-1}) + \mathrm{id}(H_{\ell-1}))`."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, survival: float) -> None:
+        super().__init__(in_ch, out_ch, stride)
+        self.survival = survival
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Shortcut plus the gated (train) or ``survival``-scaled (test) residual, then ReLU."""
+        h = avg_pool_pad_shortcut(x, self.out_ch, self.stride)
+        r = stochastic_depth(lambda: self.residual(x), self.survival)
+        return chainer.as_variable(h) if r is None else F.relu(h + r)
+
+
+class StochasticDepthResNet(chainer.Chain):
+    r"""CIFAR ResNet with :math:`6n+2` layers and linearly decaying survival probabilities (Eq. 4)."""
+
+    def __init__(
+        self,
+        n: int,
+        p_last: float = 0.5,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        n_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        total = 3 * n
+        with self.init_scope():
+            self.conv1 = conv3x3(3, widths[0])
+            self.bn1 = bn(widths[0])
+            self.blocks = chainer.ChainList()
+            in_ch, index = widths[0], 0
+            for stage, width in enumerate(widths):
+                for i in range(n):
+                    index += 1
+                    stride = 2 if stage > 0 and i == 0 else 1
+                    p = linear_decay_survival(index, total, p_last)
+                    self.blocks.append(StochasticDepthBlock(in_ch, width, stride, p))
+                    in_ch = width
+            self.head = ClassifierHead(in_ch, n_classes)
+
+    @property
+    def survival(self) -> list[float]:
+        """The survival probability :math:`p_\\ell` of every block, first to last."""
+        return [block.survival for block in self.blocks]
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores (logits) for a batch of 3x32x32 images."""
+        h = F.relu(self.bn1(self.conv1(x)))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+# name, depth, paper's CIFAR-10+ test error % (Table 1 / abstract), paper's params (M).
+for _name, _depth, _err, _params in [
+    ("sd_resnet110", 110, 5.25, "1.7"),
+    ("sd_resnet1202", 1202, 4.91, "19.4"),
+]:
+    register(
+        ModelInfo(
+            name=_name,
+            factory=StochasticDepthResNet,
+            kwargs={"n": (_depth - 2) // 6, "p_last": 0.5},
+            paper_no=13,
+            paper=PAPER,
+            arxiv=ARXIV,
+            recipe="stochastic_depth",
+            paper_accuracy=round(100 - _err, 2),
+            paper_params=_params,
+            description=f"ResNet-{_depth} with stochastic depth, linear decay to p_L = 0.5",
+        )
+    )
