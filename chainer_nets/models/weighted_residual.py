@@ -1,0 +1,179 @@
+r"""Weighted Residuals for Very Deep Networks (Shen & Zeng, 2016; arXiv 1605.08831).
+
+The paper's question: why does the original residual block struggle beyond a
+thousand layers? Two reasons it gives: the ReLU *after* the addition makes
+every block's contribution non-negative in effect (ReLU and element-wise
+addition do not mix well), and at initialisation a very deep stack of
+residuals adds up to a signal that grows with depth. Its answer is to end the
+residual branch with its own ReLU, drop the ReLU after the addition, and scale
+every branch by a learned scalar :math:`\lambda_l` that may be negative:
+
+.. math::  \mathbf{x}_{l+1} = \mathbf{x}_l + \lambda_l\,\mathcal{F}(\mathbf{x}_l),
+           \qquad \mathcal{F} = \mathrm{ReLU}(\mathrm{BN}(W_2 *
+                  \mathrm{ReLU}(\mathrm{BN}(W_1 * \mathbf{x})))),
+           \qquad \lambda_l \in [-1, 1].
+
+With :math:`\lambda_l = 0` at initialisation the whole network starts as its
+stem plus the classifier, whatever its depth; each block then learns how much
+(and with which sign) to contribute. The weights :math:`\lambda_l` are trained
+with their own, smaller learning rate and projected back into :math:`[-1, 1]`
+after every step ("projected SGD"). :meth:`WeightedResNet.configure_optimizer`
+sets both up.
+
+CIFAR-10 network: as ResNet (a 3x3 conv with 16 filters + BN-ReLU, three
+stages of :math:`n` blocks at 16, 32, 64 filters, global average pooling, a
+linear layer), with depth :math:`6n + 4` counted as in the 2016 Chainer code
+(1192 layers: :math:`n = 198`). Where the width doubles the first conv has
+stride 2 and the shortcut is option A (sub-sampling plus zero channels).
+"WResNet-d", the 1192-layer model reported at 95.3%, adds stochastic depth
+(block :math:`l` of :math:`L` survives training with probability
+:math:`p_l = 1 - \tfrac{l}{L}(1 - p_L)`, :math:`p_L = 0.5`; at test time its
+branch is scaled by :math:`p_l`). Parameters: 19,138,096 convolution/linear
+weights (19.1M, the 2016 table's figure, which counts weights only).
+"""
+
+from __future__ import annotations
+
+import chainer
+import chainer.functions as F
+from chainer import initializers
+
+from chainer_nets.blocks import ClassifierHead, bn, conv3x3, zero_pad_shortcut
+from chainer_nets.registry import ModelInfo, register
+
+ARXIV = "1605.08831"
+PAPER = "Weighted Residuals for Very Deep Networks (WResNet)"
+
+#: Fixed learning rate of every residual weight lambda (the convolutions use the recipe's schedule).
+LAMBDA_LR = 0.001
+#: lambda is projected into [-LAMBDA_BOUND, LAMBDA_BOUND] after every update.
+LAMBDA_BOUND = 1.0
+
+
+class ProjectToInterval:
+    """Update-rule hook (run after the update): clip a parameter into ``[low, high]``."""
+
+    name = "ProjectToInterval"
+    timing = "post"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __call__(self, rule: chainer.UpdateRule, param: chainer.Parameter) -> None:
+        """Project ``param`` in place."""
+        xp = chainer.backend.get_array_module(param.array)
+        xp.clip(param.array, self.low, self.high, out=param.array)
+
+
+class WeightedResidualBlock(chainer.Chain):
+    r"""Weighted residual block, :math:`\mathbf{x}_{l+1} = s(\mathbf{x}_l) + \lambda_l\,\mathcal{F}(\mathbf{x}_l)`.
+
+    ``survival`` < 1 adds stochastic depth: in training the whole branch is skipped
+    with probability 1 - ``survival``; at test time it is scaled by ``survival``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, survival: float = 1.0) -> None:
+        super().__init__()
+        self.out_ch, self.stride, self.survival = out_ch, stride, survival
+        with self.init_scope():
+            self.conv1 = conv3x3(in_ch, out_ch, stride)
+            self.bn1 = bn(out_ch)
+            self.conv2 = conv3x3(out_ch, out_ch)
+            self.bn2 = bn(out_ch)
+            self.lam = chainer.Parameter(initializers.Zero(), (1,))  # lambda_l, starts at 0
+
+    def residual(self, x: chainer.Variable) -> chainer.Variable:
+        r""":math:`\mathcal{F}(\mathbf{x}) = \mathrm{ReLU}(\mathrm{BN}(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 * \mathbf{x}))))`."""
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)))
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Shortcut plus lambda times the residual (no ReLU after the addition)."""
+        x = chainer.as_variable(x)
+        shortcut = zero_pad_shortcut(x, self.out_ch, self.stride)
+        if self.survival < 1.0:
+            if chainer.config.train:
+                xp = chainer.backend.get_array_module(x)
+                if float(xp.random.rand()) >= self.survival:
+                    return shortcut  # the block is dropped for this mini-batch
+                scale = 1.0
+            else:
+                scale = self.survival  # expected contribution
+        else:
+            scale = 1.0
+        h = F.broadcast_to(F.reshape(self.lam, (1, 1, 1, 1)), shortcut.shape) * self.residual(x)
+        return shortcut + (h * scale if scale != 1.0 else h)
+
+
+def linear_survival(n_blocks: int, p_last: float) -> list[float]:
+    """Survival probability of blocks 1..L decaying linearly from 1 to ``p_last``."""
+    return [1.0 - (i / n_blocks) * (1.0 - p_last) for i in range(1, n_blocks + 1)]
+
+
+class WeightedResNet(chainer.Chain):
+    """WResNet for CIFAR: conv3x3(16)-BN-ReLU, three stages of weighted residual blocks, GAP, FC."""
+
+    def __init__(
+        self,
+        n: int,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        p_last: float = 1.0,
+        lambda_lr: float = LAMBDA_LR,
+        n_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.lambda_lr = lambda_lr
+        survival = linear_survival(3 * n, p_last)
+        with self.init_scope():
+            self.conv1 = conv3x3(3, widths[0])
+            self.bn1 = bn(widths[0])
+            self.blocks = chainer.ChainList()
+            in_ch = widths[0]
+            for stage, width in enumerate(widths):
+                for i in range(n):
+                    stride = 2 if stage > 0 and i == 0 else 1
+                    p = survival[stage * n + i]
+                    self.blocks.append(WeightedResidualBlock(in_ch, width, stride, p))
+                    in_ch = width
+            self.head = ClassifierHead(in_ch, n_classes)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores (logits) for a batch of 3x32x32 images."""
+        h = F.relu(self.bn1(self.conv1(x)))
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+    def residual_weights(self) -> list[chainer.Parameter]:
+        """Every block's lambda."""
+        return [block.lam for block in self.blocks]
+
+    def configure_optimizer(self, optimizer: chainer.Optimizer, recipe: object = None) -> None:
+        """Give every lambda its own fixed learning rate and project it into [-1, 1] after each step.
+
+        Called by the trainer after ``optimizer.setup(model)``. The learning-rate
+        schedule sets ``optimizer.lr``; a value set on a parameter's own update
+        rule overrides it, so lambda keeps ``lambda_lr`` while the rest follow
+        the schedule.
+        """
+        for lam in self.residual_weights():
+            lam.update_rule.hyperparam.lr = self.lambda_lr
+            lam.update_rule.add_hook(ProjectToInterval(-LAMBDA_BOUND, LAMBDA_BOUND), timing="post")
+
+
+register(
+    ModelInfo(
+        name="wresnet_d1192",
+        factory=WeightedResNet,
+        kwargs={"n": (1192 - 4) // 6, "p_last": 0.5},
+        paper_no=17,
+        paper=PAPER,
+        arxiv=ARXIV,
+        recipe="weighted_residual",
+        paper_accuracy=95.3,
+        # The 2016 table's figure (weights only); the paper prints no parameter count we could check.
+        paper_params="19.1",
+        params_counting="weights",
+        description="WResNet-d 1192: weighted residual blocks (n=198), stochastic depth p_L=0.5",
+    )
+)
