@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,11 +60,14 @@ __all__ = [
     "install",
     "is_enabled",
     "is_installed",
+    "release_buffers",
     "uninstall",
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _ORIG: dict[str, Any] = {}
+
+_SCRATCH = threading.local()
 
 
 # ----------------------------------------------------------------------------
@@ -111,10 +115,21 @@ def _empty_nhwc(n: int, c: int, h: int, w: int, dtype: Any) -> np.ndarray:
     return np.empty((n, h, w, c), dtype=dtype).transpose(0, 3, 1, 2)
 
 
-def _pad_nhwc(x: np.ndarray, ph: int, pw: int, hp: int, wp: int) -> np.ndarray:
-    """Copy NCHW-shaped ``x`` into a zero-bordered NHWC buffer of spatial size ``hp x wp``."""
+def _pad_nhwc(
+    x: np.ndarray, ph: int, pw: int, hp: int, wp: int, scratch: bool = False
+) -> np.ndarray:
+    """Copy NCHW-shaped ``x`` into a zero-bordered NHWC buffer of spatial size ``hp x wp``.
+
+    With ``scratch`` the buffer is a reused per-thread one whose zero border persists.
+    """
     n, c, h, w = x.shape
-    xp = np.empty((n, hp, wp, c), dtype=x.dtype)
+    if scratch:
+        xp, fresh = _scratch((n, hp, wp, c), x.dtype, tag=(ph, pw))
+        if not fresh:
+            xp[:, ph : ph + h, pw : pw + w, :] = x.transpose(0, 2, 3, 1)
+            return xp
+    else:
+        xp = np.empty((n, hp, wp, c), dtype=x.dtype)
     if ph:
         xp[:, :ph] = 0
     if hp > ph + h:
@@ -161,15 +176,59 @@ class _Geom:
         return hp, wp
 
 
-def _im2col(x: np.ndarray, g: _Geom) -> np.ndarray:
-    """Return the contiguous ``(N*Ho*Wo, kh*kw*C)`` im2col matrix (a view for 1x1 convs)."""
+def _scratch(shape: tuple, dtype: Any, tag: Any = None) -> tuple[np.ndarray, bool]:
+    """A reusable per-thread buffer for transient arrays (avoids page faults); (buf, fresh)."""
+    cache = _SCRATCH.__dict__.setdefault("bufs", {})
+    key = (shape, np.dtype(dtype).str, tag)
+    buf = cache.get(key)
+    if buf is not None:
+        return buf, False
+    if len(cache) >= 16:
+        cache.clear()
+    buf = cache[key] = np.empty(shape, dtype=dtype)
+    return buf, True
+
+
+#: Target size of one im2col chunk: the chunk is written and then read by the GEMM while it
+#: is still in cache, instead of streaming a full ``kh*kw``-times-larger buffer through memory.
+CHUNK_BYTES = int(float(os.environ.get("CHAINER_NETS_CPU_FAST_CHUNK_KB", "32768")) * 1024)
+
+
+def _chunked_cols(x: np.ndarray, g: _Geom) -> Iterator[tuple[slice, np.ndarray]]:
+    """Yield ``(row slice, im2col chunk)`` over groups of whole images (k x k kernels)."""
+    hp, wp = g.padded
+    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp, scratch=True)
+    win = _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo)
+    per = g.ho * g.wo
+    k = g.kh * g.kw * g.c
+    nb = int(min(g.n, max(1, CHUNK_BYTES // (per * k * x.itemsize))))
+    buf = _scratch((nb, g.ho, g.wo, g.kh, g.kw, g.c), x.dtype, tag="chunk")[0]
+    for n0 in range(0, g.n, nb):
+        n1 = min(g.n, n0 + nb)
+        cb = buf[: n1 - n0]
+        np.copyto(cb, win[n0:n1])
+        yield slice(n0 * per, n1 * per), cb.reshape(-1, k)
+
+
+def release_buffers() -> None:
+    """Free this thread's cached scratch buffers (they are re-created on demand)."""
+    _SCRATCH.__dict__.pop("bufs", None)
+
+
+def _im2col(x: np.ndarray, g: _Geom, scratch: bool = False) -> np.ndarray:
+    """Return the contiguous ``(N*Ho*Wo, kh*kw*C)`` im2col matrix (a view for 1x1 convs).
+
+    With ``scratch`` the matrix lives in a reused buffer and is only valid until the next
+    scratch im2col of the same shape in this thread.
+    """
     if g.pointwise:
         if g.sy != 1 or g.sx != 1:
             x = x[:, :, :: g.sy, :: g.sx]
         return _rows(x)
     hp, wp = g.padded
-    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp)
-    col = np.empty((g.n, g.ho, g.wo, g.kh, g.kw, g.c), dtype=x.dtype)
+    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp, scratch=True)
+    shape = (g.n, g.ho, g.wo, g.kh, g.kw, g.c)
+    col = _scratch(shape, x.dtype)[0] if scratch else np.empty(shape, dtype=x.dtype)
     np.copyto(col, _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo))
     return col.reshape(g.n * g.ho * g.wo, g.kh * g.kw * g.c)
 
@@ -223,31 +282,58 @@ def _depthwise(g: _Geom) -> bool:
 
 def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom) -> np.ndarray:
     """Compute an NCHW-shaped (NHWC-memory) convolution output on NumPy arrays."""
+    return _forward_with_col(x, W, b, g, keep=False)[0]
+
+
+def _forward_with_col(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom, keep: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convolution output plus the im2col matrix it used (None for depthwise).
+
+    Unless ``keep``, the im2col matrix is a transient scratch buffer (do not hold on to it).
+    """
     m = g.n * g.ho * g.wo
+    col = None
     if _depthwise(g):
         y = _depthwise_forward(x, W, g)
+    elif g.g == 1 and not keep and not g.pointwise:
+        y = np.empty((m, g.co), dtype=x.dtype)
+        wm = _w_matrix(W, g)[0]
+        for rows, cb in _chunked_cols(x, g):
+            np.matmul(cb, wm, out=y[rows])
     elif g.g == 1:
-        col = _im2col(x, g)
+        col = _im2col(x, g, scratch=not keep)
         y = np.matmul(col, _w_matrix(W, g)[0])
     else:
-        colg = _grouped_cols(_im2col(x, g), g)
-        y = np.matmul(colg, _w_matrix(W, g))  # (G, M, Cog)
+        col = _im2col(x, g, scratch=not keep)
+        y = np.matmul(_grouped_cols(col, g), _w_matrix(W, g))  # (G, M, Cog)
         y = np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(m, g.co)
     if b is not None:
         y += b
-    return _nchw_view(y, g.n, g.ho, g.wo)
+    return _nchw_view(y, g.n, g.ho, g.wo), col
 
 
 def conv_backward(
-    x: np.ndarray, W: np.ndarray, gy: np.ndarray, g: _Geom, need_x: bool, need_w: bool
+    x: np.ndarray,
+    W: np.ndarray,
+    gy: np.ndarray,
+    g: _Geom,
+    need_x: bool,
+    need_w: bool,
+    col: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Return ``(gx, gW, gy_rows)`` for a convolution; gx is NCHW-shaped with NHWC memory."""
+    """Return ``(gx, gW, gy_rows)`` for a convolution; gx is NCHW-shaped with NHWC memory.
+
+    ``col`` is the forward pass's im2col matrix if it was kept (else it is rebuilt).
+    """
     gyr = _rows(gy)
     gx = gw = None
     if _depthwise(g):
         return (*_depthwise_backward(x, W, gyr, g, need_x, need_w), gyr)
     wm = _w_matrix(W, g)
-    if need_x:
+    if need_x and g.sy == 1 and g.sx == 1 and not g.pointwise and g.ph < g.kh and g.pw < g.kw:
+        gx = _grad_input_transposed(gy, W, g)
+    elif need_x:
         if g.g == 1:
             gcol = np.matmul(gyr, wm[0].T)
         else:
@@ -258,11 +344,18 @@ def conv_backward(
             gcol = gcg.reshape(g.g, -1, g.kh, g.kw, cg).transpose(1, 2, 3, 0, 4)
             gcol = np.ascontiguousarray(gcol).reshape(-1, g.kh * g.kw * g.c)
         gx = _col2im(gcol, g)
+    if need_w and col is None and (g.g > 1 or g.pointwise):
+        col = _im2col(x, g, scratch=True)
     if need_w:
-        col = _im2col(x, g)
         cg = g.c // g.g
         cog = g.co // g.g
-        if g.g == 1:
+        if g.g == 1 and not g.pointwise:
+            gwm = np.zeros((g.kh * g.kw * g.c, g.co), dtype=x.dtype)
+            tmp = np.empty_like(gwm)
+            for rows, cb in _chunked_cols(x, g):
+                gwm += np.matmul(cb.T, gyr[rows], out=tmp)
+            gwm = gwm[None]
+        elif g.g == 1:
             gwm = np.matmul(col.T, gyr)[None]
         else:
             colg = _grouped_cols(col, g)
@@ -271,6 +364,20 @@ def conv_backward(
         gw = gwm.reshape(g.g, g.kh, g.kw, cg, cog).transpose(0, 4, 3, 1, 2)
         gw = np.ascontiguousarray(gw).reshape(W.shape).astype(W.dtype, copy=False)
     return gx, gw, gyr
+
+
+def _grad_input_transposed(gy: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
+    """Grad-input of a stride-1 convolution as a forward convolution of ``gy``.
+
+    With flipped, in/out-swapped weights and padding ``k - 1 - p`` this reuses the
+    contiguous im2col + GEMM path instead of a column gradient and ``kh*kw`` strided adds.
+    """
+    cog, cg = g.co // g.g, g.c // g.g
+    wt = W.reshape(g.g, cog, cg, g.kh, g.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    wt = np.ascontiguousarray(wt).reshape(g.c, cog, g.kh, g.kw)
+    gt = _Geom(gy.shape, wt.shape, (1, 1), (g.kh - 1 - g.ph, g.kw - 1 - g.pw), g.g)
+    assert (gt.ho, gt.wo) == (g.h, g.w)
+    return conv_forward(gy, wt, None, gt)
 
 
 def _depthwise_forward(x: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
@@ -335,7 +442,7 @@ class FastConvolution2D(function_node.FunctionNode):
         x, W = inputs[:2]
         b = inputs[2] if len(inputs) == 3 else None
         self._geom = _Geom(x.shape, W.shape, self.stride, self.pad, self.groups)
-        return (conv_forward(x, W, b, self._geom),)
+        return (_forward_with_col(x, W, b, self._geom, keep=False)[0],)
 
     def backward(self, indexes: tuple[int, ...], grad_outputs: tuple) -> tuple:
         """First-order gradients on the fast path; Chainer's graph when double backprop is on."""

@@ -58,13 +58,27 @@ def test_conv_matches_chainer(case):
     out = _conv_both(case)
     assert out[True][0].creator.__class__ is cpu_fast.FastConvolution2D
     assert out[False][0].creator.__class__ is not cpu_fast.FastConvolution2D
-    for a, b in zip(out[True], out[False]):
+    for a, b in zip(out[True], out[False], strict=True):
         if b is None:
             continue
         a = a.array if isinstance(a, chainer.Variable) else a
         b = b.array if isinstance(b, chainer.Variable) else b
         assert a.shape == b.shape and a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("chunk", [1, 3000])
+def test_conv_chunked_im2col_matches(monkeypatch, chunk):
+    monkeypatch.setattr(cpu_fast, "CHUNK_BYTES", chunk)
+    cpu_fast.release_buffers()
+    for case in (CONV_CASES[0], CONV_CASES[1], CONV_CASES[9]):
+        out = _conv_both(case)
+        for a, b in zip(out[True], out[False], strict=True):
+            if b is not None:
+                a = a.array if isinstance(a, chainer.Variable) else a
+                b = b.array if isinstance(b, chainer.Variable) else b
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    cpu_fast.release_buffers()
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 5, 6, 9)])
@@ -179,7 +193,7 @@ def test_batch_normalization_matches_chainer(dtype, nhwc):
             ytest = F.fixed_batch_normalization(x, gamma, beta, rm, rv)
             out[flag] = (y.array, xv.grad, gv.grad, bv.grad, rm, rv, ytest.array)
     tol = 1e-4 if dtype == np.float32 else 1e-10
-    for a, b in zip(out[True], out[False]):
+    for a, b in zip(out[True], out[False], strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
 
@@ -226,7 +240,7 @@ def test_tiny_net_trains_identically():
         opt.setup(model)
         losses = []
         with cpu_fast.enabled(flag):
-            for x, t in zip(xs, ts):
+            for x, t in zip(xs, ts, strict=True):
                 loss = F.softmax_cross_entropy(model(x), t)
                 model.cleargrads()
                 loss.backward()
