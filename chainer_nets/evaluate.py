@@ -1,0 +1,86 @@
+"""Score a trained model on the CIFAR-10 test set.
+
+    python -m chainer_nets.evaluate runs/resnet20            # a run directory
+    python -m chainer_nets.evaluate runs/resnet20/snapshot_epoch_2
+
+A run directory holds ``config.json`` (model name and the training set's
+normalisation) and ``model.npz`` (the final weights); a trainer snapshot file
+inside it can be scored instead of the final weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import chainer_nets  # noqa: F401  (compat layer first)
+
+import chainer  # noqa: E402
+import numpy as np  # noqa: E402
+
+from chainer_nets import data as cdata  # noqa: E402
+from chainer_nets.registry import get_model_info  # noqa: E402
+from chainer_nets.train import CONFIG_FILE, MODEL_FILE, UsageError, _device, evaluate_arrays  # noqa: E402
+
+
+def load_run_model(path: str | Path) -> tuple[chainer.Chain, dict]:
+    """Build the run's model and load its final weights (or a snapshot's); return it and the config."""
+    path = Path(path)
+    run_dir = path if path.is_dir() else path.parent
+    cfg_file = run_dir / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise UsageError(f"{cfg_file} not found: {path} is not a chainer_nets run")
+    config = json.loads(cfg_file.read_text())
+    info = get_model_info(config["config"]["model"])
+    dtype = chainer.mixed16 if config["config"].get("dtype") == "mixed16" else np.float32
+    with chainer.using_config("dtype", dtype):
+        net = info.build()
+    weights = run_dir / MODEL_FILE if path.is_dir() else path
+    if not weights.is_file():
+        raise UsageError(f"{weights} not found (the run has not finished; name a snapshot file)")
+    try:
+        if path.is_dir():
+            chainer.serializers.load_npz(str(weights), net)
+        else:  # a trainer snapshot: the net sits under the Classifier's "predictor"
+            chainer.serializers.load_npz(str(weights), net, path="updater/model:main/predictor/")
+    except Exception as e:
+        raise UsageError(f"cannot load weights from {weights}: {type(e).__name__}: {e}") from e
+    return net, config
+
+
+def evaluate_run(path: str | Path, device: str = "@numpy", data_dir: str | None = None) -> dict:
+    """Test-set loss and accuracy (%) of a run's model."""
+    dev = _device(device)
+    net, config = load_run_model(path)
+    net.to_device(dev)
+    ds = cdata.load_cifar10(data_dir)
+    in_dtype = np.float16 if config["config"].get("dtype") == "mixed16" else np.float32
+    conv = cdata.AugmentConverter(
+        config["normalize_mean"], config["normalize_std"], augment=False, dtype=in_dtype
+    )
+    x, y = cdata.take_subset(ds.test_x, ds.test_y, config["config"].get("test_subset"))
+    res = evaluate_arrays(net, x, y, conv, dev)
+    return {"model": config["config"]["model"], "test_images": len(x),
+            "test_loss": res["loss"], "test_accuracy": round(100 * res["accuracy"], 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m chainer_nets.evaluate``."""
+    p = argparse.ArgumentParser(prog="python -m chainer_nets.evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("run", help="run directory, or a snapshot file inside one")
+    p.add_argument("--device", default="@numpy")
+    p.add_argument("--data-dir")
+    a = p.parse_args(argv)
+    try:
+        res = evaluate_run(a.run, a.device, a.data_dir)
+    except (UsageError, cdata.DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
