@@ -143,17 +143,18 @@ class FractalBlock(chainer.Chain):
         step = [0] * self.n_columns  # how many units of each column have run
         self.last_masks = {}
         for d, ending in self.joins.items():
+            keep = numpy.ones(len(ending), dtype=bool)
+            if drop > 0 and len(ending) > 1:
+                keep = local_keep_mask(len(ending), drop)
+                self.last_masks[d] = keep
             outs = []
-            for c in ending:
-                outs.append(self.columns[c][step[c]](state[c]))
+            for c, k in zip(ending, keep, strict=True):
+                if k:  # a dropped input is not computed at all
+                    outs.append(self.columns[c][step[c]](state[c]))
                 step[c] += 1
             if d == self.depth:
                 outs = [self.pool(h) for h in outs]
-            keep = None
-            if drop > 0 and len(outs) > 1:
-                keep = local_keep_mask(len(outs), drop)
-                self.last_masks[d] = keep
-            h = join(outs, keep)
+            h = join(outs)
             for c in ending:
                 state[c] = h
         return h
