@@ -1,0 +1,218 @@
+"""Recorded training runs under ``results/``: the results table and learning curves.
+
+Each run directory (written by :mod:`chainer_nets.train`) holds ``config.json``,
+``log`` (Chainer's LogReport), ``result.json``, ``loss.png`` and ``accuracy.png``.
+Nothing here is typed by hand except the published numbers of the 2016 Chainer
+implementation, kept as data in :data:`IMPL_2016`::
+
+    python -m chainer_nets.results            # markdown table of every model
+    python -m chainer_nets.results --runs     # only models with a recorded run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chainer_nets.registry import get_model_info, list_models
+
+RESULTS_ENV = "CHAINER_NETS_RESULTS"
+
+
+@dataclass(frozen=True)
+class Impl2016:
+    """One row of the 2016 Chainer implementation's table (paper's CIFAR-10 list)."""
+
+    paper_no: int
+    variant: str  # the variant the 2016 code trained, in its own words
+    accuracy: float | None  # its CIFAR-10 test accuracy (%)
+    status: str  # "matches", "below paper", ...
+
+
+#: The 2016 implementation's numbers for the papers whose networks are in this package,
+#: keyed by our model name for the variant it trained (from the project's table_2016.csv).
+IMPL_2016: dict[str, Impl2016] = {
+    "resnet110": Impl2016(8, "ResNet110", 93.34, "matches"),
+    "preresnet164": Impl2016(11, "ResNet164", 94.39, "matches"),
+    "wrn28_10": Impl2016(15, "WRN28-10", 95.76, "matches"),
+}
+
+
+def impl2016_accuracy(model: str) -> float | None:
+    """The 2016 Chainer implementation's accuracy (%) for ``model``, if it trained that variant."""
+    row = IMPL_2016.get(model)
+    return None if row is None else row.accuracy
+
+
+@dataclass
+class Run:
+    """One run directory read back: its config, final result and per-epoch log."""
+
+    path: Path
+    config: dict = field(default_factory=dict)
+    result: dict = field(default_factory=dict)
+    log: list[dict] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        """Model name of the run."""
+        return self.result.get("model") or self.config.get("config", {}).get("model", "")
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run wrote its result file."""
+        return bool(self.result)
+
+
+def results_dir() -> Path:
+    """The results folder: ``$CHAINER_NETS_RESULTS`` or ``results/`` at the repository root."""
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "results"
+
+
+def _json(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """Read one run directory (missing files leave their fields empty)."""
+    p = Path(path)
+    return Run(p, _json(p / "config.json", {}), _json(p / "result.json", {}), _json(p / "log", []))
+
+
+def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
+    """Every finished run (a directory with ``result.json``) under ``root``, sorted by path."""
+    base = Path(root) if root is not None else results_dir()
+    if not base.is_dir():
+        return []
+    runs = [load_run(p.parent) for p in sorted(base.glob("**/result.json"))]
+    return [r for r in runs if r.finished]
+
+
+def find_run(model: str, root: str | os.PathLike | None = None) -> Run | None:
+    """The recorded run of ``model`` (the latest finished one), or None."""
+    runs = [r for r in list_runs(root) if r.model == model]
+    return max(runs, key=lambda r: r.result.get("finished", "")) if runs else None
+
+
+def train_command(model: str, device: str = "@cupy:0") -> str:
+    """The command that records the full-recipe run of ``model`` under ``results/``."""
+    return f"python -m chainer_nets.train --model {model} --device {device} --out results/{model}"
+
+
+def _fmt(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+def _wall(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    h, m = divmod(int(round(seconds / 60)), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min" if m else f"{seconds:.0f} s"
+
+
+def table_rows(
+    models: list[str] | None = None, root: str | os.PathLike | None = None, runs_only: bool = False
+) -> list[list[str]]:
+    """Rows of the results table: model, paper, 2016 Chainer, ours, epochs, device, wall, command."""
+    names = models if models is not None else [i.name for i in list_models()]
+    runs = {r.model: r for r in list_runs(root)}
+    rows = []
+    for name in names:
+        info = get_model_info(name)
+        run = runs.get(name)
+        if run is None and runs_only:
+            continue
+        if name in runs:  # the latest finished run of this model
+            run = find_run(name, root)
+        res = run.result if run else {}
+        rows.append(
+            [
+                name,
+                _fmt(info.paper_accuracy),
+                _fmt(impl2016_accuracy(name)),
+                _fmt(res.get("test_accuracy")) if run else "not yet reproduced",
+                str(res.get("epochs", "—")),
+                res.get("device", "—"),
+                _wall(res.get("wall_seconds")),
+                f"`{res.get('command') or train_command(name)}`",
+            ]
+        )
+    return rows
+
+
+HEADER = [
+    "model",
+    "paper acc",
+    "2016 Chainer acc",
+    "ours (last epoch)",
+    "epochs",
+    "device",
+    "wall time",
+    "command",
+]
+
+
+def markdown_table(
+    models: list[str] | None = None, root: str | os.PathLike | None = None, runs_only: bool = False
+) -> str:
+    """The results table in GitHub markdown (accuracies are CIFAR-10 test %, last epoch)."""
+    rows = table_rows(models, root, runs_only)
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def plot_log(log: list[dict], title: str = ""):
+    """Loss and accuracy per epoch from a LogReport log (train and test), side by side."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    epochs = [e["epoch"] for e in log]
+    for key, label, ax, scale in [
+        ("main/loss", "train", ax_loss, 1),
+        ("test/main/loss", "test", ax_loss, 1),
+        ("main/accuracy", "train", ax_acc, 100),
+        ("test/main/accuracy", "test", ax_acc, 100),
+        ("val/main/accuracy", "validation", ax_acc, 100),
+    ]:
+        pts = [(ep, e[key] * scale) for ep, e in zip(epochs, log) if key in e]
+        if pts:
+            ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="softmax cross-entropy")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plt.show()
+    return fig
+
+
+def plot_run(run: Run):
+    """Learning curves of a recorded run."""
+    return plot_log(run.log, f"{run.model} ({run.result.get('device', '?')})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the results table (``python -m chainer_nets.results``)."""
+    p = argparse.ArgumentParser(prog="python -m chainer_nets.results", description=__doc__)
+    p.add_argument("--root", help="results folder (default: results/ of the repository)")
+    p.add_argument("--runs", action="store_true", help="only models with a recorded run")
+    p.add_argument("models", nargs="*", help="model names (default: all registered)")
+    a = p.parse_args(argv)
+    print(markdown_table(a.models or None, a.root, a.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
