@@ -48,9 +48,10 @@ generator. ``chainer.config.train`` switches everything.
 10 biases): :math:`9 \sum_b (3\,c_{b-1} c_b + 4\,c_b^2)` for the convolutions, which is
 the 33.7M that the 2016 Chainer implementation also has. BN and biases are 0.06% of it, so
 they cannot explain the gap; the authors' Caffe convs carry a bias (+10,304), and their BN has
-no learnable scale and shift. We found no layout with these widths that yields 38.6M (a
-block in which every convolution were :math:`c_b \to c_b` would give 38.45M), and could not
-read the paper's table to check the figure; we do not change the model to chase the number.
+no learnable scale and shift. We found no layout with these widths that yields 38.6M (if
+every convolution but the network's first mapped :math:`c_b \to c_b`, it would be about
+38.4M), and could not read the paper's table to check the figure; we do not change the
+model to chase the number.
 """
 
 from __future__ import annotations
