@@ -12,3 +12,6 @@ from chainer_nets.registry import ModelInfo, get_model, get_model_info, list_mod
 
 __all__ = ["ModelInfo", "get_model", "get_model_info", "list_models"]
 __version__ = "0.1.0"
+from chainer_nets import cpu_fast as _cpu_fast  # noqa: E402, I001
+
+_cpu_fast.install()

@@ -13,13 +13,17 @@ follow the memory order of their operands, so ReLU, additions and the gradients
 flowing back keep that layout for free, and every convolution and batch
 normalization sees its data as a 2-D ``(N*H*W, C)`` row matrix:
 
-* convolution forward: zero-pad into an NHWC buffer, one ``copyto`` from a
-  6-D ``as_strided`` window view into a contiguous ``(N*Ho*Wo, kh*kw*C)``
-  im2col buffer, then a single 2-D ``matmul`` with the reshaped weights.
+* convolution forward: zero-pad into an NHWC buffer, ``copyto`` from a 6-D
+  ``as_strided`` window view into a contiguous ``(rows, kh*kw*C)`` im2col chunk,
+  then a 2-D ``matmul`` with the reshaped weights into the output rows. Chunks
+  of whole images (:data:`CHUNK_BYTES`) bound the buffer size; buffers are
+  reused between calls because fresh 100 MB allocations cost page faults.
   1x1 convolutions skip im2col entirely (strided 1x1 only gathers).
-* grad-weight: ``col.T @ gy`` (one GEMM; the im2col buffer is rebuilt).
-* grad-input: ``gy @ W`` gives the column gradient, folded back by ``kh*kw``
-  strided slice-adds into a padded NHWC buffer.
+* grad-weight: ``col.T @ gy`` accumulated over the same chunks (im2col rebuilt;
+  keeping the forward buffers measured slower).
+* grad-input: for stride 1 a forward convolution of ``gy`` with flipped,
+  transposed weights (same im2col + GEMM path); otherwise ``gy @ W`` gives the
+  column gradient, folded back by ``kh*kw`` strided slice-adds.
 * groups: one batched ``matmul`` over groups; depthwise convolutions (one input
   channel per group) use ``kh*kw`` broadcast multiply-adds instead of GEMMs.
 * batch normalization (training): per-channel reductions over the row matrix
@@ -662,17 +666,17 @@ def _bn_backward(
     xr = _rows(x)
     gyr = _rows(gy)
     m = xr.shape[0]
-    xhat = np.subtract(xr, mean)
-    xhat *= inv_std
+    xc = np.subtract(xr, mean)  # x - mean; x_hat = xc * inv_std
     gbeta = _channel_sum(gyr)
-    ggamma = _channel_dot(gyr, xhat)
+    ggamma = _channel_dot(gyr, xc) * inv_std
+    # gx = k1 * gy + k2 * xc + k3, with k1 = gamma * inv_std
     k1 = gamma.astype(np.float64) * inv_std
-    k2 = (-k1 * ggamma / m).astype(x.dtype)
+    k2 = (-k1 * ggamma * inv_std / m).astype(x.dtype)
     k3 = (-k1 * gbeta / m).astype(x.dtype)
-    xhat *= k2
-    xhat += k3
+    xc *= k2
+    xc += k3
     gx = np.multiply(gyr, k1.astype(x.dtype))
-    gx += xhat
+    gx += xc
     dt = gamma.dtype
     return _nchw_view(gx, n, h, w), None, ggamma.astype(dt), gbeta.astype(dt)
 
@@ -697,8 +701,11 @@ def install(default: bool | None = None) -> None:
     """Patch Chainer so the fast path is chosen automatically for NumPy arrays (idempotent).
 
     ``default`` sets ``chainer.global_config.cpu_fast``; when None it is read from the
-    environment variable ``CHAINER_NETS_CPU_FAST`` (``0``/``false``/``off`` disable it).
+    environment variable ``CHAINER_NETS_CPU_FAST`` (``0``/``false``/``off`` disable it) on
+    the first install only.
     """
+    if _ORIG and default is None:
+        return  # already installed: keep whatever the switch has been set to since
     if default is None:
         env = os.environ.get("CHAINER_NETS_CPU_FAST", "1").strip().lower()
         default = env not in ("0", "false", "off", "no")

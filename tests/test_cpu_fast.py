@@ -254,3 +254,20 @@ def test_tiny_net_trains_identically():
     np.testing.assert_allclose(results[True][1], results[False][1], rtol=1e-3, atol=1e-4)
     for k, v in results[False][2].items():
         np.testing.assert_allclose(results[True][2][k], v, rtol=1e-3, atol=1e-4, err_msg=k)
+
+
+def test_batch_normalization_dispatch(monkeypatch):
+    calls = []
+    orig = cpu_fast._channel_dot
+    monkeypatch.setattr(cpu_fast, "_channel_dot", lambda a, b: calls.append(1) or orig(a, b))
+    x = np.random.randn(4, 3, 5, 5).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    with cpu_fast.enabled(False):
+        F.batch_normalization(x, gamma, beta)
+    assert not calls
+    F.batch_normalization(x, gamma, beta)
+    assert calls
+    x2 = np.random.randn(4, 3).astype(np.float32)  # 2-D input keeps Chainer's own code
+    calls.clear()
+    F.batch_normalization(x2, gamma, beta)
+    assert not calls

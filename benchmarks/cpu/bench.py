@@ -33,19 +33,26 @@ import chainer.functions as F  # noqa: E402
 from chainer_nets import cpu_fast  # noqa: E402
 from torch_models import get_torch_model  # noqa: E402
 
-DEFAULT_PLAN = {"resnet20": (2, 5), "resnet110": (1, 3), "wrn16_8": (1, 2)}
+DEFAULT_PLAN = {"resnet20": (1, 3), "resnet110": (1, 2), "wrn16_8": (1, 1)}
 
 
-def _time(step: Callable[[], None], warmup: int, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    ts = []
+def _time_interleaved(
+    steps: dict[str, Callable[[], None]], warmup: int, repeats: int
+) -> dict[str, float]:
+    """Median seconds per step of each closure, timed round-robin after ``warmup`` calls each.
+
+    Interleaving the repeats spreads load changes on a shared machine over all paths alike.
+    """
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {key: [] for key in steps}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+        for key, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - t0)
+    return {key: statistics.median(ts) for key, ts in times.items()}
 
 
 def chainer_step(name: str, x: np.ndarray, t: np.ndarray, fast: bool) -> Callable[[], None]:
@@ -115,6 +122,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cpu_fast.install()
+    load_start = os.getloadavg()
     rng = np.random.RandomState(0)
     x = rng.rand(args.batch, 3, 32, 32).astype(np.float32)
     t = rng.randint(0, 10, args.batch).astype(np.int32)
@@ -125,18 +133,18 @@ def main() -> None:
         reps = args.repeats if args.repeats is not None else reps
         pc, pt = param_counts(name)
         assert pc == pt, f"{name}: Chainer has {pc} parameters, PyTorch {pt}"
-        res = {}
-        plan = [
-            ("torch_cl", lambda name=name: torch_step(name, x, t, True)),
-            ("torch_nchw", lambda name=name: torch_step(name, x, t, False)),
-            ("fast", lambda name=name: chainer_step(name, x, t, True)),
-        ]
+        plan = {
+            "torch_cl": lambda name=name: torch_step(name, x, t, True),
+            "torch_nchw": lambda name=name: torch_step(name, x, t, False),
+            "fast": lambda name=name: chainer_step(name, x, t, True),
+        }
         if name not in args.skip_default:
-            plan.append(("default", lambda name=name: chainer_step(name, x, t, False)))
-        for key, make in plan:
-            sec = _time(make(), warm, reps)
-            res[key] = args.batch / sec
-            print(f"{name:10s} {key:10s} {res[key]:8.1f} img/s", flush=True)
+            plan["default"] = lambda name=name: chainer_step(name, x, t, False)
+        steps = {key: make() for key, make in plan.items()}
+        res = {key: args.batch / sec for key, sec in _time_interleaved(steps, warm, reps).items()}
+        for key, ips in res.items():
+            print(f"{name:10s} {key:10s} {ips:8.1f} img/s", flush=True)
+        del steps
         rows.append((name, pc, res))
 
     head = (
@@ -155,7 +163,10 @@ def main() -> None:
         body += f"{r['fast'] / r['torch_cl']:.3f}x | " + (
             f"{r['fast'] / d:.1f}x |\n" if d else "- |\n"
         )
+    load_end = os.getloadavg()
     meta = (
+        f"- load average (1 min) at start / end: {load_start[0]:.1f} / {load_end[0]:.1f} "
+        "(shared machine; paths are timed round-robin so load hits all of them alike)\n"
         f"- date: {args.date}\n- CPU: {cpu_model()}, {os.cpu_count()} cores "
         f"(torch threads {torch.get_num_threads()})\n"
         f"- Python {platform.python_version()}, NumPy {np.__version__}, Chainer "
