@@ -92,7 +92,7 @@ nb.show_source(blocks.stochastic_depth)
 # returns its shortcut alone:
 
 # %%
-nb.show_source(StochasticDepthBlock, "forward")
+nb.show_source(StochasticDepthBlock.forward)
 
 # %% [markdown]
 # A tiny check of both equations on one block with $p_\ell = 0.5$: in training mode we draw
