@@ -27,7 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import chainer_nets  # noqa: F401  (compat layer first)
+# isort: off
+import chainer_nets  # noqa: F401  (the compat layer must come before chainer)
+# isort: on
 
 import chainer  # noqa: E402
 import numpy as np  # noqa: E402
@@ -423,7 +425,7 @@ def out_of_sync(source: Path) -> str | None:
     a, b = cell_sources(source), cell_sources(target)
     if a == b:
         return None
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return f"{target.name}: cell {i} differs from {source.name}"
     return f"{target.name} has {len(b)} cells, {source.name} has {len(a)}"

@@ -36,9 +36,14 @@ class Impl2016:
 #: The 2016 implementation's numbers for the papers whose networks are in this package,
 #: keyed by our model name for the variant it trained (from the project's table_2016.csv).
 IMPL_2016: dict[str, Impl2016] = {
+    "highway_fitnet19": Impl2016(7, "Highway (Fitnet19), BN added", 93.35, "matches"),
     "resnet110": Impl2016(8, "ResNet110", 93.34, "matches"),
     "preresnet164": Impl2016(11, "ResNet164", 94.39, "matches"),
+    "rir_wide18": Impl2016(12, "18-layer + wide RiR", 94.43, "below paper"),
+    "sd_resnet110": Impl2016(13, "ResNet110", 94.76, "matches"),
+    "swapout_v2_32_w4": Impl2016(14, "Swapout v2(32) W x4", 95.34, "matches"),
     "wrn28_10": Impl2016(15, "WRN28-10", 95.76, "matches"),
+    "fractalnet20": Impl2016(16, "20 layers", 93.77, "below paper"),
 }
 
 
@@ -183,9 +188,9 @@ def plot_log(log: list[dict], title: str = ""):
         ("test/main/accuracy", "test", ax_acc, 100),
         ("val/main/accuracy", "validation", ax_acc, 100),
     ]:
-        pts = [(ep, e[key] * scale) for ep, e in zip(epochs, log) if key in e]
+        pts = [(ep, e[key] * scale) for ep, e in zip(epochs, log, strict=True) if key in e]
         if pts:
-            ax.plot(*zip(*pts), marker="o" if len(pts) < 20 else None, label=label)
+            ax.plot(*zip(*pts, strict=True), marker="o" if len(pts) < 20 else None, label=label)
     ax_loss.set(xlabel="epoch", ylabel="softmax cross-entropy")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):

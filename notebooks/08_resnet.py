@@ -17,11 +17,12 @@
 # He, Zhang, Ren, Sun — *Deep Residual Learning for Image Recognition*, arXiv
 # [1512.03385](https://arxiv.org/abs/1512.03385), December 2015.
 #
-# **The question.** Stack more 3×3 convolutions onto a plain CIFAR network and, past
-# about twenty layers, the *training* error goes up. That is not over-fitting (the
-# training set itself is fitted worse); the optimiser fails to find what a deeper
-# network could represent. A deeper net could copy a shallower one by making its extra
-# layers identities, so why does SGD not find at least that?
+# **The question.** Stack more 3×3 convolutions onto a plain CIFAR network and the
+# *training* error goes up: a plain 56-layer net fits CIFAR-10 worse than a 20-layer
+# one. That is not over-fitting (the training set itself is fitted worse); the
+# optimiser fails to find what a deeper network could represent. A deeper net could
+# copy a shallower one by making its extra layers identities, so why does SGD not find
+# at least that?
 #
 # **The idea.** Make the identity the default. Each block computes a correction
 # $\mathcal{F}$ and *adds* it to its input, so a block that has nothing useful to add
@@ -45,10 +46,9 @@ QUICK = dict(train_subset=512, test_subset=300, epochs=2, batch_size=32, lr=0.02
 import sys
 
 try:
-    import chainer_nets
+    import chainer_nets  # noqa: F401
 except ImportError:  # running from notebooks/ without installing the package
     sys.path.insert(0, "..")
-    import chainer_nets
 
 import chainer
 import chainer.functions as F
@@ -56,7 +56,7 @@ import numpy as np
 
 from chainer_nets import notebook as nbh
 from chainer_nets.models import resnet
-from chainer_nets.registry import count_params, get_model_info
+from chainer_nets.registry import get_model_info
 
 assert MODE in ("quick", "full"), MODE
 chainer.print_runtime_info()
@@ -143,14 +143,16 @@ assert rows[-1]["out"] == (1, 10)
 # figures. Computed with the same convention, ours must agree at that precision:
 
 # %%
-checks = nbh.param_check(["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"])
+checks = nbh.param_check(
+    ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet1202"]
+)
 assert all(c["agrees"] for c in checks), checks
 
 # %% [markdown]
 # ## 3. A quick training run (CPU)
 #
-# ResNet-110 needs about three GPU-hours for the paper's 64 000 iterations; on a laptop
-# CPU it would take weeks. To see the training loop work end to end, the quick mode
+# ResNet-110 needs hours on a GPU for the paper's 64 000 iterations; on a laptop CPU it
+# would take weeks. To see the training loop work end to end, the quick mode
 # trains the shallowest member of the family, ResNet-20 (same blocks, $n=3$), on 512
 # CIFAR-10 images for two epochs, with the paper's recipe squeezed into that length (SGD
 # with momentum 0.9, weight decay $10^{-4}$, pad-4 crops and flips, lr divided by 10 at
