@@ -128,7 +128,7 @@ def _pad_nhwc(
     """
     n, c, h, w = x.shape
     if scratch:
-        xp, fresh = _scratch((n, hp, wp, c), x.dtype, tag=(ph, pw))
+        xp, fresh = _scratch((n, hp, wp, c), x.dtype, tag=(ph, pw, h, w))
         if not fresh:
             xp[:, ph : ph + h, pw : pw + w, :] = x.transpose(0, 2, 3, 1)
             return xp

@@ -271,3 +271,17 @@ def test_batch_normalization_dispatch(monkeypatch):
     calls.clear()
     F.batch_normalization(x2, gamma, beta)
     assert not calls
+
+
+def test_reused_pad_buffer_has_clean_border():
+    # h=8 and h=7 give the same padded buffer shape for k=3, stride 2, pad 1: the second call
+    # must not see the first call's last row through the (reused) zero border.
+    rng = np.random.RandomState(5)
+    W = rng.randn(4, 3, 3, 3).astype(np.float32)
+    for h in (8, 7, 8, 7):
+        x = rng.randn(2, 3, h, h).astype(np.float32)
+        y = F.convolution_2d(x, W, stride=2, pad=1)
+        assert isinstance(y.creator, cpu_fast.FastConvolution2D)
+        with cpu_fast.enabled(False):
+            ref = F.convolution_2d(x, W, stride=2, pad=1)
+        np.testing.assert_allclose(y.array, ref.array, rtol=1e-4, atol=1e-4)
