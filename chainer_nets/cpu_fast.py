@@ -566,24 +566,65 @@ def _bn_supported(axis: Any, gamma: Any, x: Any, x_layout: Any, xp: Any) -> bool
     )
 
 
+class _Wide:
+    """A ``(M, C)`` row matrix seen as ``(M / r, r * C)`` so NumPy's inner loops run long.
+
+    Broadcasting a C-vector over ``(M, C)`` with small C (16 in ResNet-20) makes NumPy run
+    M inner loops of length C; the wide view runs M / r loops of length r * C (>= 1024)
+    against the vector tiled r times, which is several times faster.
+    """
+
+    def __init__(self, m: int, c: int) -> None:
+        r = 1
+        while r * c < 1024 and m % (2 * r) == 0:
+            r *= 2
+        self.m, self.c, self.r = m, c, r
+
+    def view(self, rows: np.ndarray) -> np.ndarray:
+        """The wide view of a C-contiguous ``(M, C)`` matrix."""
+        return rows.reshape(self.m // self.r, self.r * self.c)
+
+    def vec(self, v: np.ndarray, dtype: Any) -> np.ndarray:
+        """A per-channel vector tiled to the wide row length."""
+        return np.tile(np.asarray(v, dtype=dtype), self.r)
+
+    def fold(self, w: np.ndarray) -> np.ndarray:
+        """Sum a wide-row vector back to per-channel float64 values."""
+        return w.reshape(self.r, self.c).sum(axis=0, dtype=np.float64)
+
+    def _blocks(self, w: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Split the wide rows into blocks of 64 for float32 partial sums (if they divide)."""
+        rows = w.shape[0]
+        if w.dtype == np.float64 or rows % 64 or rows < 128:
+            return w, False
+        return w.reshape(rows // 64, 64, w.shape[1]), True
+
+    def sum(self, rows: np.ndarray) -> np.ndarray:
+        """Per-channel float64 sum (float32 partial sums of 64 rows)."""
+        w, blocked = self._blocks(self.view(rows))
+        if blocked:
+            w = w.sum(axis=1)
+        return self.fold(w.sum(axis=0, dtype=np.float64))
+
+    def dot(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Per-channel float64 dot product of two row matrices."""
+        wa, blocked = self._blocks(self.view(a))
+        wb, _ = self._blocks(self.view(b))
+        if blocked:
+            part = np.einsum("kij,kij->kj", wa, wb)
+        else:
+            part = np.einsum("ij,ij->j", wa, wb)[None]
+        return self.fold(part.sum(axis=0, dtype=np.float64))
+
+
 def _channel_sum(rows: np.ndarray) -> np.ndarray:
-    """Per-column sum of a ``(M, C)`` matrix with float64 accumulation of float32 blocks."""
-    m, c = rows.shape
-    block = 64
-    if rows.dtype == np.float64 or m % block:
-        return rows.sum(axis=0, dtype=np.float64)
-    part = rows.reshape(m // block, block, c).sum(axis=1)
-    return part.sum(axis=0, dtype=np.float64)
+    """Per-column float64 sum of a C-contiguous ``(M, C)`` matrix."""
+    return _Wide(*rows.shape).sum(rows)
 
 
 def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-column dot product of two ``(M, C)`` matrices, accumulated blockwise in float64."""
-    m, c = a.shape
-    block = 256
-    if a.dtype == np.float64 or m % block:
-        return np.einsum("ij,ij->j", a, b, dtype=np.float64)
-    part = np.einsum("kij,kij->kj", a.reshape(-1, block, c), b.reshape(-1, block, c))
-    return part.sum(axis=0, dtype=np.float64)
+    """Per-column float64 dot product of two C-contiguous ``(M, C)`` matrices."""
+    return _Wide(*a.shape).dot(a, b)
 
 
 def _bn_forward(
@@ -620,14 +661,16 @@ def _bn_forward(
     rows = _rows(x)
     m = rows.shape[0]
     dt = x.dtype
-    mean64 = _channel_sum(rows) / m
+    wd = _Wide(*rows.shape)
+    mean64 = wd.sum(rows) / m
     mean = mean64.astype(dt)
-    xc = np.subtract(rows, mean)
-    var64 = _channel_dot(xc, xc) / m
+    xc = np.subtract(wd.view(rows), wd.vec(mean, dt))  # wide view of x - mean
+    var64 = wd.dot(xc, xc) / m
     var = var64.astype(dt)
     inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dt)
-    xc *= gamma * inv_std
-    xc += beta
+    xc *= wd.vec(gamma * inv_std, dt)
+    xc += wd.vec(beta, dt)
+    xc = xc.reshape(m, -1)
     if running_mean is not None:
         adjust = m / max(m - 1.0, 1.0)
         running_mean *= decay
@@ -666,19 +709,20 @@ def _bn_backward(
     xr = _rows(x)
     gyr = _rows(gy)
     m = xr.shape[0]
-    xc = np.subtract(xr, mean)  # x - mean; x_hat = xc * inv_std
-    gbeta = _channel_sum(gyr)
-    ggamma = _channel_dot(gyr, xc) * inv_std
+    dt = x.dtype
+    wd = _Wide(*xr.shape)
+    gyw = wd.view(gyr)
+    xc = np.subtract(wd.view(xr), wd.vec(mean, dt))  # x - mean; x_hat = xc * inv_std
+    gbeta = wd.sum(gyr)
+    ggamma = wd.dot(gyw, xc) * inv_std
     # gx = k1 * gy + k2 * xc + k3, with k1 = gamma * inv_std
     k1 = gamma.astype(np.float64) * inv_std
-    k2 = (-k1 * ggamma * inv_std / m).astype(x.dtype)
-    k3 = (-k1 * gbeta / m).astype(x.dtype)
-    xc *= k2
-    xc += k3
-    gx = np.multiply(gyr, k1.astype(x.dtype))
+    xc *= wd.vec(-k1 * ggamma * inv_std / m, dt)
+    xc += wd.vec(-k1 * gbeta / m, dt)
+    gx = np.multiply(gyw, wd.vec(k1, dt))
     gx += xc
-    dt = gamma.dtype
-    return _nchw_view(gx, n, h, w), None, ggamma.astype(dt), gbeta.astype(dt)
+    gx = gx.reshape(m, -1)
+    return _nchw_view(gx, n, h, w), None, ggamma.astype(gamma.dtype), gbeta.astype(gamma.dtype)
 
 
 def _apply_bn_fwd(xp: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: Any) -> Any:
@@ -687,6 +731,13 @@ def _apply_bn_fwd(xp: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: An
         return _ORIG["apply_bn_fwd"](xp, x, mean, inv_std, gamma, beta)
     scale = inv_std * gamma
     shift = beta - mean * scale
+    if x.ndim == 4 and scale.shape == (1, x.shape[1], 1, 1) and shift.shape == scale.shape:
+        n, c, h, w = x.shape
+        rows = _rows(x)  # a free view for NHWC memory (what the fast convolution produces)
+        wd = _Wide(*rows.shape)
+        y = np.multiply(wd.view(rows), wd.vec(scale.ravel(), x.dtype))
+        y += wd.vec(shift.ravel(), x.dtype)
+        return _nchw_view(y.reshape(rows.shape), n, h, w)
     y = np.multiply(x, scale.astype(x.dtype))
     y += shift.astype(x.dtype)
     return y

@@ -258,8 +258,8 @@ def test_tiny_net_trains_identically():
 
 def test_batch_normalization_dispatch(monkeypatch):
     calls = []
-    orig = cpu_fast._channel_dot
-    monkeypatch.setattr(cpu_fast, "_channel_dot", lambda a, b: calls.append(1) or orig(a, b))
+    orig = cpu_fast._Wide.dot
+    monkeypatch.setattr(cpu_fast._Wide, "dot", lambda *a: calls.append(1) or orig(*a))
     x = np.random.randn(4, 3, 5, 5).astype(np.float32)
     gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
     with cpu_fast.enabled(False):
