@@ -15,14 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-import chainer_nets  # noqa: F401  (compat layer first)
+import chainer
+import numpy as np
 
-import chainer  # noqa: E402
-import numpy as np  # noqa: E402
-
-from chainer_nets import data as cdata  # noqa: E402
-from chainer_nets.registry import get_model_info  # noqa: E402
-from chainer_nets.train import CONFIG_FILE, MODEL_FILE, UsageError, _device, evaluate_arrays  # noqa: E402
+from chainer_nets import data as cdata
+from chainer_nets.registry import get_model_info
+from chainer_nets.train import CONFIG_FILE, MODEL_FILE, UsageError, _device, evaluate_arrays
 
 
 def load_run_model(path: str | Path) -> tuple[chainer.Chain, dict]:
@@ -62,13 +60,19 @@ def evaluate_run(path: str | Path, device: str = "@numpy", data_dir: str | None 
     )
     x, y = cdata.take_subset(ds.test_x, ds.test_y, config["config"].get("test_subset"))
     res = evaluate_arrays(net, x, y, conv, dev)
-    return {"model": config["config"]["model"], "test_images": len(x),
-            "test_loss": res["loss"], "test_accuracy": round(100 * res["accuracy"], 2)}
+    return {
+        "model": config["config"]["model"],
+        "test_images": len(x),
+        "test_loss": res["loss"],
+        "test_accuracy": round(100 * res["accuracy"], 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m chainer_nets.evaluate``."""
-    p = argparse.ArgumentParser(prog="python -m chainer_nets.evaluate", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m chainer_nets.evaluate", description=__doc__.split("\n")[0]
+    )
     p.add_argument("run", help="run directory, or a snapshot file inside one")
     p.add_argument("--device", default="@numpy")
     p.add_argument("--data-dir")

@@ -30,6 +30,8 @@ class ModelInfo:
     kwargs: dict = field(default_factory=dict)
     # How the paper counted: "all" parameters, or conv/linear "weights" only (no BN, no bias).
     params_counting: str = "all"
+    # Why our count differs from the paper's stated one, when it does (empty when it matches).
+    params_mismatch: str = ""
 
     @property
     def paper_params_m(self) -> float | None:

@@ -28,17 +28,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import chainer_nets  # noqa: F401  (applies the compat layer before chainer is imported)
+import chainer
+import chainer.links as L
+import numpy as np
+from chainer import training
+from chainer.training import extensions
 
-import chainer  # noqa: E402
-import chainer.links as L  # noqa: E402
-import numpy as np  # noqa: E402
-from chainer import training  # noqa: E402
-from chainer.training import extensions  # noqa: E402
-
-from chainer_nets import data as cdata  # noqa: E402
-from chainer_nets.recipes import Recipe, UnknownRecipeError, get_recipe  # noqa: E402
-from chainer_nets.registry import (  # noqa: E402
+from chainer_nets import __version__
+from chainer_nets import data as cdata
+from chainer_nets.recipes import Recipe, UnknownRecipeError, get_recipe
+from chainer_nets.registry import (
     UnknownModelError,
     count_params,
     get_model_info,
@@ -194,13 +193,19 @@ def validate(cfg: TrainConfig) -> tuple:
         raise UsageError(str(e)) from e
     checks = [
         (cfg.epochs is None or cfg.epochs > 0, f"--epochs must be > 0, got {cfg.epochs}"),
-        (cfg.batch_size is None or cfg.batch_size > 0, f"--batch-size must be > 0, got {cfg.batch_size}"),
+        (
+            cfg.batch_size is None or cfg.batch_size > 0,
+            f"--batch-size must be > 0, got {cfg.batch_size}",
+        ),
         (cfg.lr is None or cfg.lr > 0, f"--lr must be > 0, got {cfg.lr}"),
         (cfg.train_subset is None or cfg.train_subset > 0, "--train-subset must be > 0"),
         (cfg.test_subset is None or cfg.test_subset > 0, "--test-subset must be > 0"),
         (cfg.val_split is None or 0 < cfg.val_split < 50000, "--val-split must be in 1..49999"),
         (cfg.snapshot_every > 0, "--snapshot-every must be > 0"),
-        (cfg.dtype in ("float32", "mixed16"), f"--dtype must be float32 or mixed16, got {cfg.dtype}"),
+        (
+            cfg.dtype in ("float32", "mixed16"),
+            f"--dtype must be float32 or mixed16, got {cfg.dtype}",
+        ),
         (cfg.loss_scale is None or cfg.loss_scale > 0, "--loss-scale must be > 0"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
     ]
@@ -248,7 +253,7 @@ def _versions() -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "chainer": chainer.__version__,
-        "chainer_nets": chainer_nets.__version__,
+        "chainer_nets": __version__,
         "platform": platform.platform(),
     }
     try:
@@ -293,7 +298,7 @@ def evaluate_arrays(
     loss_sum, correct = 0.0, 0
     with chainer.using_config("train", False), chainer.no_backprop_mode():
         for i in range(0, len(x), batch):
-            xb, tb = conv(list(zip(x[i : i + batch], y[i : i + batch])), device)
+            xb, tb = conv(list(zip(x[i : i + batch], y[i : i + batch], strict=True)), device)
             logits = net(xb)
             loss_sum += float(F.softmax_cross_entropy(logits, tb, reduce="no").array.sum())
             correct += int((logits.array.argmax(axis=1) == tb).sum())
@@ -369,12 +374,19 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
         in_dtype = np.float16 if cfg.dtype == "mixed16" else np.float32
         aug = recipe.augment
         train_conv = cdata.AugmentConverter(
-            mean, std, augment=True, pad=aug.pad, pad_mode=aug.pad_mode, flip=aug.flip,
-            seed=cfg.seed, dtype=in_dtype,
+            mean,
+            std,
+            augment=True,
+            pad=aug.pad,
+            pad_mode=aug.pad_mode,
+            flip=aug.flip,
+            seed=cfg.seed,
+            dtype=in_dtype,
         )
         eval_conv = cdata.AugmentConverter(mean, std, augment=False, dtype=in_dtype)
         train_iter = chainer.iterators.SerialIterator(
-            chainer.datasets.TupleDataset(tx, ty), batch,
+            chainer.datasets.TupleDataset(tx, ty),
+            batch,
             order_sampler=cdata.SeededOrderSampler(cfg.seed),
         )
         loss_scale = cfg.loss_scale or (1024.0 if cfg.dtype == "mixed16" else None)
@@ -430,7 +442,9 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
 
         chainer.serializers.save_npz(str(out / MODEL_FILE), net)
         test = evaluate_arrays(net, ex, ey, eval_conv, device, eval_batch)
-        val = evaluate_arrays(net, vx, vy, eval_conv, device, eval_batch) if vx is not None else None
+        val = (
+            evaluate_arrays(net, vx, vy, eval_conv, device, eval_batch) if vx is not None else None
+        )
 
     result = {
         "model": cfg.model,
@@ -456,7 +470,7 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
         "command": cfg.command,
         "recipe": recipe.name,
         "recipe_summary": recipe.summary(),
-        "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     _write_json(out / RESULT_FILE, result)
     return result
@@ -495,11 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--out", help="output directory (default runs/MODEL)")
     p.add_argument("--data-dir", help="folder with cifar-10.npz or cifar-10-batches-py")
-    p.add_argument("--train-subset", type=int, help="train on the first N images of a fixed shuffle")
+    p.add_argument(
+        "--train-subset", type=int, help="train on the first N images of a fixed shuffle"
+    )
     p.add_argument("--test-subset", type=int, help="evaluate on N test images")
     p.add_argument("--val-split", type=int, help="hold out N training images for validation")
-    p.add_argument("--quick", action="store_true",
-                   help="short CPU run: %s" % ", ".join(f"{k}={v}" for k, v in QUICK.items()))
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="short CPU run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()),
+    )
     p.add_argument("--dtype", default="float32", choices=["float32", "mixed16"])
     p.add_argument("--loss-scale", type=float, help="static loss scale (mixed16; default 1024)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -513,18 +532,25 @@ def format_model_list() -> str:
     rows = [("name", "paper", "params", "paper", "paper acc", "recipe")]
     for i in list_models():
         n = count_params(i.build(), i.params_counting)
-        rows.append((
-            i.name,
-            f"{i.paper_no:02d} {i.paper}",
-            f"{n / 1e6:.{max(i.params_decimals, 2)}f}M",
-            f"{i.paper_params}M" if i.paper_params else "-",
-            f"{i.paper_accuracy:.2f}" if i.paper_accuracy else "-",
-            f"{i.recipe}: {get_recipe(i.recipe).summary()}",
-        ))
+        rows.append(
+            (
+                i.name,
+                f"{i.paper_no:02d} {i.paper}",
+                f"{n / 1e6:.{max(i.params_decimals, 2)}f}M",
+                (f"{i.paper_params}M" + ("*" if i.params_mismatch else ""))
+                if i.paper_params
+                else "-",
+                f"{i.paper_accuracy:.2f}" if i.paper_accuracy else "-",
+                f"{i.recipe}: {get_recipe(i.recipe).summary()}",
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows
-    )
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    lines += [f"* {i.name}: {i.params_mismatch}" for i in list_models() if i.params_mismatch]
+    return "\n".join(lines)
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig | None:
@@ -536,12 +562,25 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig | None:
     if not a.model:
         raise UsageError("--model is required (or --list to see the models)")
     cfg = TrainConfig(
-        model=a.model, device=a.device, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-        seed=a.seed, out=a.out, data_dir=a.data_dir, train_subset=a.train_subset,
-        test_subset=a.test_subset, val_split=a.val_split, dtype=a.dtype,
-        loss_scale=a.loss_scale, resume=a.resume, snapshot_every=a.snapshot_every,
+        model=a.model,
+        device=a.device,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        seed=a.seed,
+        out=a.out,
+        data_dir=a.data_dir,
+        train_subset=a.train_subset,
+        test_subset=a.test_subset,
+        val_split=a.val_split,
+        dtype=a.dtype,
+        loss_scale=a.loss_scale,
+        resume=a.resume,
+        snapshot_every=a.snapshot_every,
         progress=not a.no_progress,
-        command=shlex.join(["python", "-m", "chainer_nets.train", *(sys.argv[1:] if argv is None else argv)]),
+        command=shlex.join(
+            ["python", "-m", "chainer_nets.train", *(sys.argv[1:] if argv is None else argv)]
+        ),
     )
     if a.quick:
         for k, v in QUICK.items():

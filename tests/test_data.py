@@ -30,7 +30,7 @@ def test_reflect_padding_and_flip() -> None:
     offsets = ref.rng.integers(0, 9, size=(64, 2))
     flips = ref.rng.random(64) < 0.5
     padded = np.pad(img.astype(np.float32), ((0, 0), (4, 4), (4, 4)), mode="reflect")
-    for x, (oy, ox), f in zip(xs, offsets, flips):
+    for x, (oy, ox), f in zip(xs, offsets, flips, strict=True):
         want = padded[:, oy : oy + 32, ox : ox + 32]
         np.testing.assert_array_equal(x, want[:, :, ::-1] if f else want)
     assert 10 < flips.sum() < 54  # both flipped and unflipped images occur
@@ -75,8 +75,13 @@ def test_corrupt_file_gives_one_clear_message(tmp_path) -> None:
 
 def test_wrong_shapes_are_rejected(tmp_path) -> None:
     z = np.zeros
-    np.savez(tmp_path / "cifar-10.npz", train_x=z((10, 3072), np.uint8), train_y=z(10, np.uint8),
-             test_x=z((10, 3072), np.uint8), test_y=z(10, np.uint8))
+    np.savez(
+        tmp_path / "cifar-10.npz",
+        train_x=z((10, 3072), np.uint8),
+        train_y=z(10, np.uint8),
+        test_x=z((10, 3072), np.uint8),
+        test_y=z(10, np.uint8),
+    )
     with pytest.raises(cdata.DataError, match="expected"):
         cdata.load_cifar10(tmp_path)
 

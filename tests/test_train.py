@@ -22,7 +22,10 @@ SMALL = dict(train_subset=256, test_subset=200, batch_size=64, progress=False, p
 def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "chainer_nets.train", *args],
-        capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
     )
 
 
@@ -36,8 +39,21 @@ def test_list_shows_every_model() -> None:
 
 def test_cli_run_on_real_cifar_subset(cifar, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    r = _cli("--model", "resnet20", "--epochs", "2", "--train-subset", "512", "--test-subset",
-             "256", "--val-split", "5000", "--out", str(out), "--no-progress")
+    r = _cli(
+        "--model",
+        "resnet20",
+        "--epochs",
+        "2",
+        "--train-subset",
+        "512",
+        "--test-subset",
+        "256",
+        "--val-split",
+        "500",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
     assert r.returncode == 0, r.stderr
     log = json.loads((out / "log").read_text())
     assert [e["epoch"] for e in log] == [1, 2]
@@ -45,7 +61,7 @@ def test_cli_run_on_real_cifar_subset(cifar, tmp_path: Path) -> None:
         assert 0.5 < e["main/loss"] < 5 and math.isfinite(e["test/main/loss"])
         for k in ("main/accuracy", "val/main/accuracy", "test/main/accuracy"):
             assert 0.0 <= e[k] <= 1.0
-        assert e["lr"] in (0.1, 0.01, 0.001) or e["lr"] == pytest.approx(0.001)
+        assert any(e["lr"] == pytest.approx(v) for v in (0.1, 0.01, 0.001))
     assert log[-1]["iteration"] == 2 * 512 // 128
     res = json.loads((out / "result.json").read_text())
     assert res["model"] == "resnet20" and res["parameters"] == 269_722
@@ -62,12 +78,14 @@ def test_cli_run_on_real_cifar_subset(cifar, tmp_path: Path) -> None:
 
 def test_interrupted_then_resumed_equals_uninterrupted(cifar, tmp_path: Path) -> None:
     full = train(TrainConfig(model="resnet20", epochs=3, out=str(tmp_path / "full"), **SMALL))
-    first = train(TrainConfig(model="resnet20", epochs=3, out=str(tmp_path / "cut"), **SMALL),
-                  stop_at_epoch=1)
+    first = train(
+        TrainConfig(model="resnet20", epochs=3, out=str(tmp_path / "cut"), **SMALL), stop_at_epoch=1
+    )
     assert first == {"interrupted_at_iteration": 4}
     assert not (tmp_path / "cut" / "result.json").exists()
-    resumed = train(TrainConfig(model="resnet20", epochs=3, out=str(tmp_path / "cut"),
-                                resume=True, **SMALL))
+    resumed = train(
+        TrainConfig(model="resnet20", epochs=3, out=str(tmp_path / "cut"), resume=True, **SMALL)
+    )
     a = np.load(tmp_path / "full" / "model.npz")
     b = np.load(tmp_path / "cut" / "model.npz")
     assert sorted(a.files) == sorted(b.files)
@@ -117,8 +135,11 @@ def test_unreadable_data_dir(tmp_path: Path) -> None:
 
 
 def test_offline_without_data_says_where_it_looked(tmp_path: Path) -> None:
-    env = {"CHAINER_DATASET_ROOT": str(tmp_path / "empty"), "http_proxy": "http://127.0.0.1:9",
-           "https_proxy": "http://127.0.0.1:9"}
+    env = {
+        "CHAINER_DATASET_ROOT": str(tmp_path / "empty"),
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
     r = _cli("--model", "resnet20", "--out", str(tmp_path / "o"), env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "CIFAR-10 is not in Chainer's cache" in r.stderr and str(tmp_path / "empty") in r.stderr
@@ -138,15 +159,44 @@ def test_resume_with_different_options_is_refused(cifar, tmp_path: Path, capsys)
     out = tmp_path / "run"
     train(TrainConfig(model="resnet20", epochs=2, out=str(out), **SMALL), stop_at_epoch=1)
     before = sorted(p.name for p in out.iterdir())
-    assert main(["--model", "resnet20", "--epochs", "2", "--train-subset", "256", "--test-subset",
-                 "200", "--batch-size", "32", "--out", str(out), "--resume"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                "resnet20",
+                "--epochs",
+                "2",
+                "--train-subset",
+                "256",
+                "--test-subset",
+                "200",
+                "--batch-size",
+                "32",
+                "--out",
+                str(out),
+                "--resume",
+            ]
+        )
+        == 2
+    )
     assert "batch_size" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_mixed16_trains_and_keeps_fp32_master_weights(cifar, tmp_path: Path) -> None:
-    res = train(TrainConfig(model="resnet20", epochs=1, dtype="mixed16", out=str(tmp_path / "m"),
-                            **SMALL))
+def test_mixed16_trains_with_float16_weights(cifar, tmp_path: Path) -> None:
+    # NumPy has no fast float16 matrix product, so this CPU check stays tiny.
+    cfg = TrainConfig(
+        model="resnet20",
+        epochs=1,
+        dtype="mixed16",
+        out=str(tmp_path / "m"),
+        train_subset=64,
+        test_subset=64,
+        batch_size=32,
+        progress=False,
+        print_report=False,
+    )
+    res = train(cfg)
     assert res["dtype"] == "mixed16" and math.isfinite(res["test_loss"])
     w = np.load(tmp_path / "m" / "model.npz")
     assert w["conv1/W"].dtype == np.float16

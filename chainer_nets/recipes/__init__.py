@@ -9,7 +9,6 @@ another recipe's fields; its departures are appended to the parent's.
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -47,10 +46,16 @@ class Recipe:
 
     def summary(self) -> str:
         """One line: optimizer, lr schedule, weight decay, batch and length."""
-        opt = {"momentum_sgd": "SGD", "nesterov": "Nesterov SGD"}.get(self.optimizer, self.optimizer)
+        opt = {"momentum_sgd": "SGD", "nesterov": "Nesterov SGD"}.get(
+            self.optimizer, self.optimizer
+        )
         steps = ",".join(f"{m:g}" for m in self.milestones)
         unit = "ep" if self.unit == "epoch" else "it"
-        warm = f", warm-up {self.warmup_lr:g} for {self.warmup_iterations} it" if self.warmup_lr else ""
+        warm = (
+            f", warm-up {self.warmup_lr:g} for {self.warmup_iterations} it"
+            if self.warmup_lr
+            else ""
+        )
         return (
             f"{opt} {self.momentum:g}, lr {self.lr:g} x{self.gamma:g}@{steps} {unit}{warm}, "
             f"wd {self.weight_decay:g}, batch {self.batch_size}, {self.length} {unit}"
@@ -112,5 +117,7 @@ def get_recipe(name: str) -> Recipe:
 def list_recipes() -> list[str]:
     """Names of every recipe file."""
     return sorted(
-        p.name[: -len(".toml")] for p in resources.files(__name__).iterdir() if p.name.endswith(".toml")
+        p.name[: -len(".toml")]
+        for p in resources.files(__name__).iterdir()
+        if p.name.endswith(".toml")
     )
