@@ -19,7 +19,12 @@ def test_every_model_has_a_recipe_with_departures() -> None:
 def test_resnet_recipe_is_the_papers() -> None:
     r = get_recipe("resnet")
     assert (r.optimizer, r.momentum, r.weight_decay, r.batch_size, r.lr) == (
-        "momentum_sgd", 0.9, 1e-4, 128, 0.1)
+        "momentum_sgd",
+        0.9,
+        1e-4,
+        128,
+        0.1,
+    )
     assert r.in_iterations(390.625) == (64000, (32000, 48000)) and r.warmup_lr is None
     for name in ("resnet_warmup", "preresnet"):
         w = get_recipe(name)
@@ -30,14 +35,26 @@ def test_resnet_recipe_is_the_papers() -> None:
 def test_wrn_recipe_is_the_papers() -> None:
     r = get_recipe("wrn")
     assert (r.optimizer, r.weight_decay, r.gamma, r.augment.pad_mode) == (
-        "nesterov", 5e-4, 0.2, "reflect")
+        "nesterov",
+        5e-4,
+        0.2,
+        "reflect",
+    )
     stop, milestones = r.in_iterations(50000 / 128)
     assert stop == 78125 and milestones == (23438, 46875, 62500)
 
 
 @pytest.mark.parametrize(
     "iteration, expected",
-    [(0, 0.01), (399, 0.01), (400, 0.1), (31999, 0.1), (32000, 0.01), (48000, 0.001), (63999, 0.001)],
+    [
+        (0, 0.01),
+        (399, 0.01),
+        (400, 0.1),
+        (31999, 0.1),
+        (32000, 0.01),
+        (48000, 0.001),
+        (63999, 0.001),
+    ],
 )
 def test_lr_schedule_with_warmup(iteration: int, expected: float) -> None:
     r = get_recipe("resnet_warmup")
