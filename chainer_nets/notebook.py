@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def show_source(obj, member: str | None = None) -> None:
     target = getattr(obj, member) if member else obj
     src = inspect.getsource(target)
     where = f"{inspect.getmodule(target).__name__}"
-    show_md(f"`{where}`:\n\n```python\n{inspect.cleandoc(src) if member else src}\n```")
+    show_md(f"`{where}`:\n\n```python\n{textwrap.dedent(src)}\n```")
 
 
 def setup_cpu_fast() -> bool:
@@ -204,14 +205,20 @@ def param_check(names: str | list[str]) -> list[dict]:
         n_all = count_params(model, "all")
         dec = info.params_decimals
         agrees = info.paper_params is not None and round(n / 1e6, dec) == info.paper_params_m
+        if info.paper_params is None:
+            verdict = "paper states none"
+        elif agrees:
+            verdict = "yes"
+        else:
+            verdict = "**no**" + (f" ({info.params_mismatch})" if info.params_mismatch else "")
         how = "all" if info.params_counting == "all" else "conv/linear weights"
         rows.append(
             [
                 name,
                 f"{n:,} ({how})",
                 f"{n / 1e6:.{dec}f}M",
-                f"{info.paper_params}M",
-                "yes" if agrees else "**no**",
+                f"{info.paper_params}M" if info.paper_params else "—",
+                verdict,
                 f"{n_all:,}",
             ]
         )

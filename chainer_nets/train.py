@@ -85,9 +85,19 @@ class TrainConfig:
 # Learning-rate schedule and run state
 
 
-def lr_at(recipe: Recipe, iteration: int, milestones: tuple[int, ...], base_lr: float) -> float:
-    """Learning rate for update number ``iteration`` (0-based): warm-up, then step decay."""
-    if recipe.warmup_lr is not None and iteration < recipe.warmup_iterations:
+def lr_at(
+    recipe: Recipe,
+    iteration: int,
+    milestones: tuple[int, ...],
+    base_lr: float,
+    warmup_iterations: int | None = None,
+) -> float:
+    """Learning rate for update number ``iteration`` (0-based): warm-up, then step decay.
+
+    ``warmup_iterations`` overrides the recipe's (when the schedule is compressed).
+    """
+    warmup = recipe.warmup_iterations if warmup_iterations is None else warmup_iterations
+    if recipe.warmup_lr is not None and iteration < warmup:
         return recipe.warmup_lr
     return base_lr * recipe.gamma ** sum(iteration >= m for m in milestones)
 
@@ -98,12 +108,20 @@ class LearningRateSchedule(training.Extension):
     trigger = (1, "iteration")
     priority = training.PRIORITY_WRITER
 
-    def __init__(self, recipe: Recipe, milestones: tuple[int, ...], base_lr: float) -> None:
-        self.recipe, self.milestones, self.base_lr = recipe, milestones, base_lr
+    def __init__(
+        self, recipe: Recipe, milestones: tuple[int, ...], base_lr: float, warmup: int
+    ) -> None:
+        self.recipe, self.milestones, self.base_lr, self.warmup = (
+            recipe,
+            milestones,
+            base_lr,
+            warmup,
+        )
 
     def _apply(self, trainer: training.Trainer) -> None:
         opt = trainer.updater.get_optimizer("main")
-        opt.lr = lr_at(self.recipe, trainer.updater.iteration, self.milestones, self.base_lr)
+        it = trainer.updater.iteration
+        opt.lr = lr_at(self.recipe, it, self.milestones, self.base_lr, self.warmup)
 
     def initialize(self, trainer: training.Trainer) -> None:
         """Set the lr of the first update (also after a resume)."""
@@ -134,6 +152,31 @@ class RandomStateKeeper(training.Extension):
         if isinstance(serializer, chainer.serializer.Deserializer):
             np.random.set_state((name, keys, int(meta[0]), int(meta[1]), float(meta[2])))
             self.converter.set_rng_state(str(aug))
+
+
+class ImageWeightedEvaluator(training.Extension):
+    """Per-epoch loss and accuracy averaged over images (Chainer's Evaluator averages batches,
+    which skews the mean when the last batch is smaller); reports ``<name>/main/*``."""
+
+    trigger = (1, "epoch")
+    priority = training.PRIORITY_WRITER
+
+    def __init__(self, net: chainer.Chain, x, y, conv, device, batch: int) -> None:
+        self.net, self.x, self.y, self.conv, self.device, self.batch = (
+            net,
+            x,
+            y,
+            conv,
+            device,
+            batch,
+        )
+
+    def __call__(self, trainer: training.Trainer) -> None:
+        """Evaluate and report under this extension's name."""
+        res = evaluate_arrays(self.net, self.x, self.y, self.conv, self.device, self.batch)
+        chainer.report(
+            {f"{self.name}/main/loss": res["loss"], f"{self.name}/main/accuracy": res["accuracy"]}
+        )
 
 
 class TimedUpdater(training.updaters.StandardUpdater):
@@ -326,9 +369,11 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
     batch = cfg.batch_size or recipe.batch_size
     iters_per_epoch = len(tx) / batch
     stop, milestones = recipe.in_iterations(iters_per_epoch)
-    if cfg.epochs is not None:  # compress or stretch the whole schedule to the asked length
+    warmup = recipe.warmup_iterations
+    if cfg.epochs is not None:  # compress or stretch the whole schedule (warm-up included)
         new_stop = max(1, int(round(cfg.epochs * iters_per_epoch)))
         milestones = tuple(int(round(m * new_stop / stop)) for m in milestones)
+        warmup = int(round(warmup * new_stop / stop))
         stop = new_stop
     base_lr = cfg.lr if cfg.lr is not None else recipe.lr
 
@@ -342,6 +387,7 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
                 "model_info": {k: v for k, v in dataclasses.asdict(info).items() if k != "factory"},
                 "stop_iteration": stop,
                 "milestones_iteration": milestones,
+                "warmup_iterations": warmup,
                 "base_lr": base_lr,
                 "batch_size": batch,
                 "train_images": len(tx),
@@ -398,12 +444,9 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
         eval_batch = max(batch, 256)
 
         def evaluator(x, y):
-            it = chainer.iterators.SerialIterator(
-                chainer.datasets.TupleDataset(x, y), eval_batch, repeat=False, shuffle=False
-            )
-            return extensions.Evaluator(it, model, converter=eval_conv, device=device)
+            return ImageWeightedEvaluator(net, x, y, eval_conv, device, eval_batch)
 
-        trainer.extend(LearningRateSchedule(recipe, milestones, base_lr))
+        trainer.extend(LearningRateSchedule(recipe, milestones, base_lr, warmup))
         trainer.extend(RandomStateKeeper(train_conv), name="rng")
         if vx is not None:
             trainer.extend(evaluator(vx, vy), name="val")

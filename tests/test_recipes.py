@@ -66,3 +66,9 @@ def test_models_use_the_right_recipe() -> None:
     assert by_name["resnet20"] == "resnet" and by_name["resnet110"] == "resnet_warmup"
     assert by_name["resnet1202"] == "resnet_warmup" and by_name["preresnet164"] == "preresnet"
     assert by_name["wrn28_10"] == "wrn"
+
+
+def test_compressed_schedule_compresses_the_warmup() -> None:
+    r = get_recipe("preresnet")
+    assert lr_at(r, 10, (40, 60), 0.1, warmup_iterations=5) == pytest.approx(0.1)
+    assert lr_at(r, 4, (40, 60), 0.1, warmup_iterations=5) == pytest.approx(0.01)
