@@ -6,7 +6,8 @@ images/s of the repeats for Chainer's own NumPy path, the fast path, and
 architecture-identical PyTorch CPU models in NCHW and channels_last. Parameter counts
 are asserted equal between the Chainer and PyTorch models.
 
-    /tmp/vbench/bin/python benchmarks/cpu/bench.py --out benchmarks/cpu/RESULTS.md
+    (environment: see benchmarks/cpu/requirements.txt)
+    .venv-bench/bin/python benchmarks/cpu/bench.py --out benchmarks/cpu/RESULTS.md
 """
 
 from __future__ import annotations
