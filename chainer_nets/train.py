@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -371,7 +372,7 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
     stop, milestones = recipe.in_iterations(iters_per_epoch)
     warmup = recipe.warmup_iterations
     if cfg.epochs is not None:  # compress or stretch the whole schedule (warm-up included)
-        new_stop = max(1, int(round(cfg.epochs * iters_per_epoch)))
+        new_stop = max(1, math.ceil(cfg.epochs * iters_per_epoch - 1e-9))  # ends on the epoch
         milestones = tuple(int(round(m * new_stop / stop)) for m in milestones)
         warmup = int(round(warmup * new_stop / stop))
         stop = new_stop

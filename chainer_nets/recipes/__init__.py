@@ -9,6 +9,7 @@ another recipe's fields; its departures are appended to the parent's.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -64,7 +65,8 @@ class Recipe:
     def in_iterations(self, iters_per_epoch: float) -> tuple[int, tuple[int, ...]]:
         """Training length and lr milestones, both in iterations."""
         per_unit = iters_per_epoch if self.unit == "epoch" else 1.0
-        stop = int(round(self.length * per_unit))
+        # an epoch of N images at batch B ends at iteration ceil(k * N / B)
+        stop = math.ceil(self.length * per_unit - 1e-9)
         return stop, tuple(int(round(m * per_unit)) for m in self.milestones)
 
 
