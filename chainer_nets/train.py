@@ -163,14 +163,8 @@ class ImageWeightedEvaluator(training.Extension):
     priority = training.PRIORITY_WRITER
 
     def __init__(self, net: chainer.Chain, x, y, conv, device, batch: int) -> None:
-        self.net, self.x, self.y, self.conv, self.device, self.batch = (
-            net,
-            x,
-            y,
-            conv,
-            device,
-            batch,
-        )
+        self.net, self.x, self.y = net, x, y
+        self.conv, self.device, self.batch = conv, device, batch
 
     def __call__(self, trainer: training.Trainer) -> None:
         """Evaluate and report under this extension's name."""
