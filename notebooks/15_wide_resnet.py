@@ -71,8 +71,10 @@ assert MODE in ("quick", "full"), MODE
 # the convolutions of stage $j$ have $16\cdot 2^{j-1}\cdot k$ filters instead of
 # $16\cdot 2^{j-1}$.
 #
-# In `WideBasic.forward`: `a` is $\mathbf{a}_l$; `h` goes through $W_1$, BN–ReLU,
-# dropout and $W_2$; the return line adds $s(\mathbf{x}_l)$.
+# In `WideBasic`: `forward` computes `a` $= \mathbf{a}_l$ and adds the two terms;
+# `residual` is the second term ($W_1$, BN–ReLU, dropout, $W_2$) and `skip` is
+# $s(\mathbf{x}_l)$. Swapout (notebook 14) and RoR (notebook 18) reuse this block and
+# change only how the two terms are combined.
 
 # %%
 nbh.show_source(wide_resnet.WideBasic)

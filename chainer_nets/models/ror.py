@@ -69,14 +69,10 @@ class RoRBlock(WideBasic):
         super().__init__(in_ch, out_ch, stride)
         self.survival = survival
 
-    def residual(self, a: chainer.Variable) -> chainer.Variable:
-        r""":math:`\mathcal{F} = W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 * a))` of the pre-activation ``a``."""
-        return self.conv2(F.relu(self.bn2(self.conv1(a))))
-
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Block shortcut (identity or projection) plus the gated residual."""
         a = F.relu(self.bn1(x))
-        skip = self.shortcut(a) if self.project else chainer.as_variable(x)
+        skip = self.skip(x, a)
         r = stochastic_depth(lambda: self.residual(a), self.survival)
         return skip if r is None else skip + r
 

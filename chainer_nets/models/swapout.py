@@ -48,7 +48,8 @@ import math
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, bn, conv1x1, conv3x3
+from chainer_nets.blocks import PreActHead, conv3x3
+from chainer_nets.models.wide_resnet import WideBasic
 from chainer_nets.registry import ModelInfo, register
 
 ARXIV = "1605.06465"
@@ -84,30 +85,21 @@ def linear_schedule(index: int, total: int, start: float = 1.0, end: float = 0.5
     return start + (end - start) * (index - 1) / (total - 1)
 
 
-class SwapoutUnit(chainer.Chain):
-    r"""Pre-activation basic unit whose output is Eq. 4, :math:`\Theta_1 \odot \mathbf{x} + \Theta_2 \odot F(\mathbf{x})`."""
+class SwapoutUnit(WideBasic):
+    r"""Pre-activation basic unit whose output is Eq. 4, :math:`\Theta_1 \odot \mathbf{x} + \Theta_2 \odot F(\mathbf{x})`.
+
+    The convolutions, :math:`F` (``residual``) and the shortcut (``skip``) are those of the
+    wide basic block, without dropout; only the way the two paths are combined differs.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, theta1: float, theta2: float) -> None:
-        super().__init__()
+        super().__init__(in_ch, out_ch, stride)
         self.theta1, self.theta2 = theta1, theta2
-        self.project = in_ch != out_ch or stride != 1
-        with self.init_scope():
-            self.bn1 = bn(in_ch)
-            self.conv1 = conv3x3(in_ch, out_ch, stride)
-            self.bn2 = bn(out_ch)
-            self.conv2 = conv3x3(out_ch, out_ch)
-            if self.project:
-                self.shortcut = conv1x1(in_ch, out_ch, stride)
-
-    def residual(self, a: chainer.Variable) -> chainer.Variable:
-        r""":math:`F = W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 * a))` of the pre-activation ``a``."""
-        return self.conv2(F.relu(self.bn2(self.conv1(a))))
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Swap between the (projected) input and the residual, unit by unit."""
         a = F.relu(self.bn1(x))
-        skip = self.shortcut(a) if self.project else x
-        return swapout(skip, self.residual(a), self.theta1, self.theta2)
+        return swapout(self.skip(x, a), self.residual(a), self.theta1, self.theta2)
 
 
 class SwapoutResNet(chainer.Chain):

@@ -42,15 +42,21 @@ class WideBasic(chainer.Chain):
             if self.project:
                 self.shortcut = conv1x1(in_ch, out_ch, stride)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Shortcut plus the two pre-activated 3x3 convolutions (dropout only in training)."""
-        a = F.relu(self.bn1(x))
-        h = self.conv1(a)
-        h = F.relu(self.bn2(h))
+    def residual(self, a: chainer.Variable) -> chainer.Variable:
+        r""":math:`W_2 * \mathrm{drop}(\mathrm{ReLU}(\mathrm{BN}_2(W_1 * a)))` of the pre-activation ``a``."""
+        h = F.relu(self.bn2(self.conv1(a)))
         if self.dropout > 0:
             h = F.dropout(h, self.dropout)  # a no-op unless chainer.config.train
-        h = self.conv2(h)
-        return h + (self.shortcut(a) if self.project else x)
+        return self.conv2(h)
+
+    def skip(self, x: chainer.Variable, a: chainer.Variable) -> chainer.Variable:
+        """The shortcut :math:`s`: identity, or a 1x1 projection of the pre-activation ``a``."""
+        return self.shortcut(a) if self.project else chainer.as_variable(x)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Shortcut plus the residual of the shared pre-activation ``a = ReLU(BN_1(x))``."""
+        a = F.relu(self.bn1(x))
+        return self.skip(x, a) + self.residual(a)
 
 
 class WideResNet(chainer.Chain):
