@@ -160,6 +160,11 @@ _ = nb.reproduction("highway_fitnet19")
 #   `examples/highways/cifar10-19layers`: network, solver, sample log): layer list, widths,
 #   pooling, dropout 0.2, gate bias $-2$, $H$ = ReLU, the solver. The paper's table figures
 #   (19 layers, ~2.3M, 92.46%) are as in our spec; the parameter count of this layout agrees.
-# * Not checked: the paper's own text on preprocessing (the Caffe files use global contrast
-#   normalisation and a pre-padded training set whose padding we could not see), and Highway A
-#   (11 layers) and C (32 layers), whose layer lists we did not find, so they are not registered.
+# * Checked in the same repository's README: its CIFAR-10 data were globally contrast-normalised
+#   and padded with 8 pixels on each side, and the network file crops 32×32 windows from them and
+#   mirrors them; the recipe now pads by 8 (it padded by 4 before). Our padding is black pixels
+#   of the raw image; the fill value of the authors' padding is not stated.
+# * Not checked: the paper's own text on preprocessing and training (only its first page is
+#   in the stored copies we could search, so the recipe rests on the authors' code, not the
+#   paper), and Highway A (11 layers) and C (32 layers), whose layer lists we did not find, so
+#   they are not registered.

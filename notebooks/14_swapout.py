@@ -299,11 +299,14 @@ _ = nb.reproduction(FULL_MODEL)
 #   implementation's README. Checked here, in this notebook: the outcome frequencies are the
 #   products of independent Bernoulli masks, the masks are unscaled, the Linear(1, 0.5)
 #   schedule, the stochastic-inference average, and the parameter count against 7.43M.
+# * **Checked in a page quoting the paper's training paragraph** (a reproducibility summary
+#   of the NeurIPS 2016 version, ri.k117.org, "Experiment Setup"): SGD with batch 128,
+#   momentum 0.9, weight decay $10^{-4}$, 256 epochs, lr 0.1 divided by 10 after epoch **192**
+#   and again after 224; flips and translations of up to 4 pixels, with **one crop shared by
+#   all images of a mini-batch**. The recipe steps at 192 (the 2016 code used 196, which the
+#   quote contradicts); the shared crop is listed as a departure in `recipes/swapout.toml`
+#   (our pipeline draws a crop per image).
 # * **Not checked against the paper's text** (SPEC [MEM] items; the stored copies we could
 #   search stop after the introduction): that v2 means *basic* pre-activation units; that
 #   $\theta$ is the keep probability; the exact form of Linear(1, 0.5); $S = 30$ samples; the
-#   7.43M figure and whether the stem is widened; the training schedule (256 epochs, lr drops
-#   at 196 and 224, weight decay $10^{-4}$ are the 2016 code's, which says it follows the paper).
-# * **A possible departure found while checking:** a reproducibility summary of the paper
-#   quotes it as saying that all images of a mini-batch use *the same* random crop; our data
-#   pipeline draws a crop per image. This is not yet listed in `recipes/swapout.toml`.
+#   7.43M figure, any figure for v2(20) W×4, and whether the stem is widened.

@@ -238,9 +238,9 @@ nb.show_md(
 # %% [markdown]
 # **Parameters.** 13,646,938, i.e. 13.6M, which is the figure of the 2016 table (pinned in
 # `tests/test_ror.py`). We could not read the paper's own parameter table, so its figure is
-# not asserted (and the registry leaves `paper_params` unset); from memory it lies between
-# 13.3M and 13.7M. The count does not pin down BN after the projections: it adds 1,408 scalars,
-# invisible at 0.1M. Stochastic depth adds no parameters.
+# not asserted (and the registry leaves `paper_params` unset); a third-party note gives 13.3M
+# (see the last section). The count does not pin down BN after the projections: it adds
+# 1,408 scalars, invisible at 0.1M. Stochastic depth adds no parameters.
 
 # %% [markdown]
 # ## 4. Recipe
@@ -314,4 +314,9 @@ _ = nb.reproduction(FULL_MODEL)
 #   the root stride 4 from the stem output; that SD never drops the middle and root shortcuts;
 #   the paper's parameter count; and the whole training recipe (500 epochs with drops at 250 and
 #   375, weight decay $10^{-4}$ — WRN-based runs may have used WRN's $5 \times 10^{-4}$ —, plain
-#   vs Nesterov momentum). The recipe lists these as departures.
+#   vs Nesterov momentum). The recipe lists these as departures. Secondary hints only: a
+#   third-party note on the paper gives RoR-3-WRN58-4+SD **13.3M** parameters, which this
+#   layout cannot give under any counting (its 3×3 convolutions and classifier alone have
+#   13,541,296 weights), so the registry keeps no paper figure; a third-party script citing
+#   the paper's PDF trains SVHN with batch 128, Nesterov momentum 0.9 and weight decay
+#   $10^{-4}$.

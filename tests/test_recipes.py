@@ -72,3 +72,16 @@ def test_compressed_schedule_compresses_the_warmup() -> None:
     r = get_recipe("preresnet")
     assert lr_at(r, 10, (40, 60), 0.1, warmup_iterations=5) == pytest.approx(0.1)
     assert lr_at(r, 4, (40, 60), 0.1, warmup_iterations=5) == pytest.approx(0.01)
+
+
+def test_swapout_recipe_is_the_papers() -> None:
+    """Batch 128, wd 1e-4, 256 epochs, lr 0.1 divided by 10 after epochs 192 and 224."""
+    r = get_recipe("swapout")
+    assert (r.batch_size, r.weight_decay, r.lr, r.length) == (128, 1e-4, 0.1, 256)
+    assert tuple(r.milestones) == (192, 224)
+
+
+def test_highway_recipe_pads_like_the_authors_data() -> None:
+    """The authors' CIFAR data were padded by 8 pixels per side before 32x32 crops."""
+    r = get_recipe("highway")
+    assert (r.augment.pad, r.augment.flip, r.batch_size) == (8, True, 100)

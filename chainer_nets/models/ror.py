@@ -34,8 +34,10 @@ branch is scaled by :math:`p_\ell` (see :mod:`chainer_nets.models.stochastic_dep
 
 Parameters: 13,646,938 for RoR-3-WRN58-4 (WRN-58-4: 13,599,450; the four projections add
 46,080 weights and 1,408 BN scales and shifts), 13.6M. The 2016 table lists 13.6M; the
-paper's own table could not be read here (SPEC recalls 13.3-13.7M), so its figure is left
-unset in the registry.
+paper's own table could not be read here, so its figure is left unset in the registry. A
+third-party note on the paper gives 13.3M; if that is the paper's figure it cannot come from
+this layout under any counting, since the 3x3 convolutions and the classifier alone (no 1x1
+shortcut of any level, no BN) already have 13,541,296 weights.
 
 Unverified against the paper text: BN after the middle/root 1x1 convolutions (it changes
 the count by 1,408, invisible at 0.1M), and that SD leaves the middle/root shortcuts alone.
@@ -154,7 +156,10 @@ register(
         arxiv=ARXIV,
         recipe="ror",
         paper_accuracy=round(100 - 3.77, 2),
-        paper_params=None,  # the paper's table was not readable; the 2016 table says 13.6
+        # The paper's table was not readable; the 2016 table says 13.6, and a third-party note on
+        # the paper says 13.3 (not adopted: unconfirmed, and below the 13.54M weights of the 3x3
+        # convolutions and classifier alone, so no choice of shortcuts could give it).
+        paper_params=None,
         description="RoR-3-WRN58-4+SD: root, middle and block shortcuts, SD to p_L = 0.5",
     )
 )
