@@ -13,29 +13,40 @@ follow the memory order of their operands, so ReLU, additions and the gradients
 flowing back keep that layout for free, and every convolution and batch
 normalization sees its data as a 2-D ``(N*H*W, C)`` row matrix:
 
-* convolution forward: zero-pad into an NHWC buffer, ``copyto`` from a 6-D
-  ``as_strided`` window view into a contiguous ``(rows, kh*kw*C)`` im2col chunk,
-  then a 2-D ``matmul`` with the reshaped weights into the output rows. Chunks
-  of whole images (:data:`CHUNK_BYTES`) bound the buffer size; buffers are
-  reused between calls because fresh 100 MB allocations cost page faults.
+* work is split over worker threads (one per core, :func:`set_threads`) by slices of the
+  batch: NumPy releases the GIL inside copies, ufunc loops and BLAS calls, so the im2col
+  copies and element-wise passes use every core, not only the GEMMs. Inside a parallel
+  region NumPy's BLAS is pinned to one thread per worker through ``threadpoolctl`` (two
+  multi-threaded GEMMs started at once fight over the same cores); where BLAS cannot be
+  pinned everything runs on one thread with larger chunks.
+* convolution forward: each worker zero-pads its images into an NHWC buffer, copies
+  cache-sized pieces (:data:`CHUNK_BYTES`: several images, or blocks of output rows of
+  one large image) from a 6-D ``as_strided`` window view into a contiguous
+  ``(rows, kh*kw*C)`` im2col piece and multiplies it by the reshaped weights straight
+  into its rows of the output. Buffers are per-thread and reused between calls.
   1x1 convolutions skip im2col entirely (strided 1x1 only gathers).
-* grad-weight: ``col.T @ gy`` accumulated over the same chunks (im2col rebuilt;
-  keeping the forward buffers measured slower).
-* grad-input: for stride 1 a forward convolution of ``gy`` with flipped,
-  transposed weights (same im2col + GEMM path); otherwise ``gy @ W`` gives the
-  column gradient, folded back by ``kh*kw`` strided slice-adds.
+* grad-weight: ``col.T @ gy`` accumulated over the same pieces (im2col rebuilt), one
+  partial sum per worker.
+* grad-input: for stride 1 a forward convolution of ``gy`` with flipped, transposed
+  weights (same im2col + GEMM path); otherwise ``gy @ W`` gives the column gradient of
+  a piece, folded back by ``kh*kw`` strided slice-adds.
 * groups: one batched ``matmul`` over groups; depthwise convolutions (one input
-  channel per group) use ``kh*kw`` broadcast multiply-adds instead of GEMMs.
-* batch normalization (training): per-channel reductions over the row matrix
-  and fused scale/shift passes, reductions accumulated in float64 where the
-  result feeds the statistics; test mode uses one multiply and one add.
+  channel per group) use ``kh*kw`` broadcast multiply-adds instead of GEMMs (one thread).
+* batch normalization (training): per-channel statistics over the row matrix, computed
+  per cache-sized block in float64 and merged across blocks and workers with Chan et
+  al.'s parallel-variance formula, then one fused scale/shift pass; the backward pass
+  likewise needs two passes. Test mode is one multiply-add pass.
+* ReLU, its gradient and the residual addition are split over the workers too.
+* glibc's malloc is asked to keep freed blocks mapped (:func:`_keep_freed_memory`), so
+  the activation-sized arrays a step allocates and frees are not page-faulted in again.
 
 Everything is dispatched automatically: :func:`install` replaces
 ``chainer.functions.convolution_2d`` (also as seen by ``L.Convolution2D``) with
 a wrapper that picks :class:`FastConvolution2D` for supported NumPy inputs, and
 wraps the generic batch-normalization implementation that Chainer's own
 ``BatchNormalization`` FunctionNode calls (so running statistics, links and
-the Trainer are unchanged). CuPy/ChainerX arrays, dilation, ``cover_all``,
+the Trainer are unchanged), and the NumPy forward methods of Chainer's ``ReLU``,
+``ReLUGrad2`` and ``Add`` nodes. CuPy/ChainerX arrays, dilation, ``cover_all``,
 non-float dtypes, double backprop and anything else unsupported take Chainer's
 own code. ``CHAINER_NETS_CPU_FAST=0`` disables it at install time;
 ``chainer.config.cpu_fast`` (or the :func:`enabled` context manager) toggles it
@@ -45,7 +56,9 @@ at run time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -53,7 +66,9 @@ from typing import Any
 import chainer
 import numpy as np
 from chainer import function_node
+from chainer.functions.activation import relu as _relu_mod
 from chainer.functions.connection import convolution_2d as _conv_mod
+from chainer.functions.math import basic_math as _math_mod
 from chainer.functions.normalization import batch_normalization as _bn_mod
 from numpy.lib.stride_tricks import as_strided
 
@@ -65,6 +80,8 @@ __all__ = [
     "is_enabled",
     "is_installed",
     "release_buffers",
+    "set_threads",
+    "threads",
     "uninstall",
 ]
 
@@ -119,29 +136,10 @@ def _empty_nhwc(n: int, c: int, h: int, w: int, dtype: Any) -> np.ndarray:
     return np.empty((n, h, w, c), dtype=dtype).transpose(0, 3, 1, 2)
 
 
-def _pad_nhwc(
-    x: np.ndarray, ph: int, pw: int, hp: int, wp: int, scratch: bool = False
-) -> np.ndarray:
-    """Copy NCHW-shaped ``x`` into a zero-bordered NHWC buffer of spatial size ``hp x wp``.
-
-    With ``scratch`` the buffer is a reused per-thread one whose zero border persists.
-    """
+def _pad_nhwc(x: np.ndarray, ph: int, pw: int, hp: int, wp: int) -> np.ndarray:
+    """Copy NCHW-shaped ``x`` into a new zero-bordered NHWC buffer of spatial size hp x wp."""
     n, c, h, w = x.shape
-    if scratch:
-        xp, fresh = _scratch((n, hp, wp, c), x.dtype, tag=(ph, pw, h, w))
-        if not fresh:
-            xp[:, ph : ph + h, pw : pw + w, :] = x.transpose(0, 2, 3, 1)
-            return xp
-    else:
-        xp = np.empty((n, hp, wp, c), dtype=x.dtype)
-    if ph:
-        xp[:, :ph] = 0
-    if hp > ph + h:
-        xp[:, ph + h :] = 0
-    if pw:
-        xp[:, ph : ph + h, :pw] = 0
-    if wp > pw + w:
-        xp[:, ph : ph + h, pw + w :] = 0
+    xp = np.zeros((n, hp, wp, c), dtype=x.dtype)
     xp[:, ph : ph + h, pw : pw + w, :] = x.transpose(0, 2, 3, 1)
     return xp
 
@@ -182,57 +180,358 @@ class _Geom:
 
 def _scratch(shape: tuple, dtype: Any, tag: Any = None) -> tuple[np.ndarray, bool]:
     """A reusable per-thread buffer for transient arrays (avoids page faults); (buf, fresh)."""
-    cache = _SCRATCH.__dict__.setdefault("bufs", {})
+    cache = getattr(_SCRATCH, "bufs", None)
+    if cache is None:
+        cache = _SCRATCH.bufs = {}
+        with _CACHES_LOCK:
+            _CACHES.append(cache)
     key = (shape, np.dtype(dtype).str, tag)
     buf = cache.get(key)
     if buf is not None:
         return buf, False
-    if len(cache) >= 16:
+    if len(cache) >= 32:
         cache.clear()
     buf = cache[key] = np.empty(shape, dtype=dtype)
     return buf, True
 
 
-#: Target size of one im2col chunk: the chunk is written and then read by the GEMM while it
-#: is still in cache, instead of streaming a full ``kh*kw``-times-larger buffer through memory.
-CHUNK_BYTES = int(float(os.environ.get("CHAINER_NETS_CPU_FAST_CHUNK_KB", "32768")) * 1024)
-
-
-def _chunked_cols(x: np.ndarray, g: _Geom) -> Iterator[tuple[slice, np.ndarray]]:
-    """Yield ``(row slice, im2col chunk)`` over groups of whole images (k x k kernels)."""
-    hp, wp = g.padded
-    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp, scratch=True)
-    win = _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo)
-    per = g.ho * g.wo
-    k = g.kh * g.kw * g.c
-    nb = int(min(g.n, max(1, CHUNK_BYTES // (per * k * x.itemsize))))
-    buf = _scratch((nb, g.ho, g.wo, g.kh, g.kw, g.c), x.dtype, tag="chunk")[0]
-    for n0 in range(0, g.n, nb):
-        n1 = min(g.n, n0 + nb)
-        cb = buf[: n1 - n0]
-        np.copyto(cb, win[n0:n1])
-        yield slice(n0 * per, n1 * per), cb.reshape(-1, k)
+_CACHES: list[dict] = []
+_CACHES_LOCK = threading.Lock()
 
 
 def release_buffers() -> None:
-    """Free this thread's cached scratch buffers (they are re-created on demand)."""
-    _SCRATCH.__dict__.pop("bufs", None)
+    """Free every thread's cached scratch buffers (they are re-created on demand).
 
-
-def _im2col(x: np.ndarray, g: _Geom, scratch: bool = False) -> np.ndarray:
-    """Return the contiguous ``(N*Ho*Wo, kh*kw*C)`` im2col matrix (a view for 1x1 convs).
-
-    With ``scratch`` the matrix lives in a reused buffer and is only valid until the next
-    scratch im2col of the same shape in this thread.
+    Call it between training steps, not while a fast-path operation is running.
     """
+    with _CACHES_LOCK:
+        for cache in _CACHES:
+            cache.clear()
+
+
+#: Target size of one im2col chunk when every worker's BLAS runs on one thread: small enough
+#: that the chunk is written and read back by the GEMM while it is still in the core's cache.
+CHUNK_BYTES = int(float(os.environ.get("CHAINER_NETS_CPU_FAST_CHUNK_KB", "2048")) * 1024)
+
+#: Chunk size when the BLAS thread count cannot be controlled (one worker; the GEMM itself
+#: is multi-threaded and needs larger blocks to amortise its thread start-up).
+UNPINNED_CHUNK_BYTES = 32 << 20
+
+
+# ----------------------------------------------------------------------------
+# worker threads
+# ----------------------------------------------------------------------------
+
+
+def _default_threads() -> int:
+    """Worker count: ``CHAINER_NETS_CPU_THREADS`` or the cores this process may run on."""
+    env = os.environ.get("CHAINER_NETS_CPU_THREADS", "").strip()
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _blas_controllers() -> list | None:
+    """threadpoolctl's controllers of the BLAS libraries NumPy uses, or None if unavailable."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    return list(libs) or None
+
+
+class _Workers:
+    """Runs a function over contiguous image ranges on several threads.
+
+    NumPy releases the GIL inside copies, ufunc loops and BLAS calls, so T Python threads
+    working on T slices of the batch use T cores for the im2col copies and the element-wise
+    passes too, not only inside the GEMMs. Each thread's GEMMs are pinned to one BLAS thread
+    for the duration (two multi-threaded GEMMs started at once fight over the same cores);
+    without a way to pin BLAS (threadpoolctl missing, or a BLAS it cannot steer) everything
+    runs on the calling thread with NumPy's BLAS as configured.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ready = False
+        self._pool: Any = None
+        self._blas: list | None = None
+        self.threads = 1
+
+    def _setup(self, threads: int | None = None) -> None:
+        with self._lock:
+            if self._ready and threads is None:
+                return
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+            self._blas = _blas_controllers()
+            want = _default_threads() if threads is None else max(1, int(threads))
+            self.threads = want if self._blas is not None else 1
+            if self.threads > 1:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(self.threads - 1, "chainer_nets_cpu")
+            self._ready = True
+
+    @property
+    def pinned(self) -> bool:
+        """Whether BLAS is pinned to one thread inside :meth:`run`."""
+        if not self._ready:
+            self._setup()
+        return self._blas is not None
+
+    def chunk_rows(self, bytes_per_row: int) -> int:
+        """Rows of a buffer (``bytes_per_row`` each) that make one cache-sized chunk."""
+        target = CHUNK_BYTES if self.pinned else UNPINNED_CHUNK_BYTES
+        return int(max(1, target // max(1, bytes_per_row)))
+
+    def split(self, n: int, per_thread: int = 1) -> list[tuple[int, int]]:
+        """Contiguous ``(start, stop)`` ranges of ``range(n)``: ``per_thread`` per worker."""
+        if not self._ready:
+            self._setup()
+        t = max(1, min(self.threads * per_thread, n))
+        bounds = [n * i // t for i in range(t + 1)]
+        return [(bounds[i], bounds[i + 1]) for i in range(t)]
+
+    def run(self, fn: Any, n: int, *args: Any) -> list:
+        """``[fn(start, stop, *args) for each task range]``, in task order.
+
+        ``range(n)`` is cut into :data:`TASKS_PER_THREAD` tasks per worker that the threads
+        (the calling one included) take in turn as they become free, which evens out
+        unequal speeds. The tasks and the order of the returned results depend only on
+        ``n`` and the thread count, so results reduced from them are reproducible.
+        """
+        tasks = self.split(n, TASKS_PER_THREAD)
+        old = None
+        if self._blas is not None:
+            old = [lib.num_threads for lib in self._blas]
+            for lib in self._blas:
+                lib.set_num_threads(1)
+        try:
+            if self.threads == 1 or len(tasks) == 1:
+                return [fn(a, b, *args) for a, b in tasks]
+            results: list = [None] * len(tasks)
+            order = iter(range(len(tasks)))
+            lock = threading.Lock()
+
+            failed: list = []
+
+            def drain() -> None:
+                while not failed:
+                    with lock:
+                        i = next(order, None)
+                    if i is None:
+                        return
+                    try:
+                        results[i] = fn(*tasks[i], *args)
+                    except BaseException:
+                        failed.append(i)  # the other threads stop taking tasks
+                        raise
+
+            helpers = min(self.threads, len(tasks)) - 1
+            futures = [self._pool.submit(drain) for _ in range(helpers)]
+            try:
+                drain()
+            finally:
+                for f in futures:  # never return while a worker still writes shared buffers
+                    f.exception()
+            for f in futures:
+                f.result()
+            return results
+        finally:
+            if old is not None:
+                for lib, k in zip(self._blas, old, strict=True):
+                    lib.set_num_threads(k)
+
+
+#: Tasks each worker thread gets on average in :meth:`_Workers.run` (dynamic balancing).
+TASKS_PER_THREAD = int(os.environ.get("CHAINER_NETS_CPU_FAST_TASKS", "1"))
+
+_WORKERS = _Workers()
+
+
+def threads() -> int:
+    """Number of threads the fast path uses (1 when BLAS threads cannot be pinned)."""
+    _WORKERS.split(1)
+    return _WORKERS.threads
+
+
+def set_threads(n: int | None = None) -> int:
+    """Use ``n`` worker threads (None: ``CHAINER_NETS_CPU_THREADS`` or every core); returns
+    the count in effect, which is 1 when NumPy's BLAS threads cannot be pinned."""
+    _WORKERS._setup(n)
+    return _WORKERS.threads
+
+
+class _Pieces:
+    """Cache-sized pieces of the im2col matrix of images ``a:b``, built in this thread's buffers.
+
+    Several whole images form one piece when they fit :data:`CHUNK_BYTES`; a larger image is
+    cut into blocks of output rows. Iterating yields ``(rows of the output, im2col piece)``;
+    each image is padded once however many row blocks it is cut into.
+    """
+
+    def __init__(self, x: np.ndarray, g: _Geom, a: int, b: int, k: int, tag: str) -> None:
+        self.x, self.g, self.a, self.b, self.tag = x, g, a, b, tag
+        rows = _WORKERS.chunk_rows(g.wo * k * x.itemsize)
+        if rows >= g.ho:
+            self.nb, self.rb = int(min(b - a, rows // g.ho)), g.ho
+        else:
+            self.nb, self.rb = 1, rows
+
+    def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
+        g, x, nb, rb = self.g, self.x, self.nb, self.rb
+        hp, wp = g.padded
+        key = ("pad", self.tag, g.ph, g.pw, g.h, g.w)
+        pad, fresh = _scratch((nb, hp, wp, g.c), x.dtype, tag=key)
+        if fresh:
+            pad.fill(0)  # only the interior is ever written: the border stays zero
+        k = g.kh * g.kw * g.c
+        col = _scratch((nb * rb * g.wo, k), x.dtype, tag=("col", self.tag))[0]
+        per = g.ho * g.wo
+        for s in range(self.a, self.b, nb):
+            e = min(self.b, s + nb)
+            xp = pad[: e - s]
+            xp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :] = x[s:e].transpose(0, 2, 3, 1)
+            win = _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo)
+            for r0 in range(0, g.ho, rb):
+                r1 = min(g.ho, r0 + rb)
+                w = win[:, r0:r1]
+                piece = col[: w.shape[0] * w.shape[1] * g.wo].reshape(w.shape)
+                np.copyto(piece, w)
+                # rows of the (N*Ho*Wo) output: contiguous because a piece is whole images
+                # or a row block of a single image
+                yield slice(s * per + r0 * g.wo, (e - 1) * per + r1 * g.wo), piece.reshape(-1, k)
+
+
+def _pointwise_rows(x: np.ndarray, g: _Geom, a: int, b: int) -> np.ndarray:
+    """Rows ``(n*Ho*Wo, C)`` of images ``a:b`` for a 1x1 convolution (a view if possible)."""
+    xs = x[a:b]
+    if g.sy != 1 or g.sx != 1:
+        xs = xs[:, :, :: g.sy, :: g.sx]
+    return _rows(xs)
+
+
+def _fwd_part(a: int, b: int, x: np.ndarray, wm: np.ndarray, g: _Geom, y: np.ndarray) -> None:
+    """Forward rows of images ``a:b`` into ``y`` (ungrouped convolution)."""
+    per = g.ho * g.wo
+    if g.pointwise:
+        np.matmul(_pointwise_rows(x, g, a, b), wm, out=y[a * per : b * per])
+        return
+    for rows, col in _Pieces(x, g, a, b, wm.shape[0], "x"):
+        np.matmul(col, wm, out=y[rows])
+
+
+def _bwd_part(
+    a: int,
+    b: int,
+    x: np.ndarray,
+    gy: np.ndarray,
+    gyr: np.ndarray,
+    wm: np.ndarray,
+    g: _Geom,
+    gx: np.ndarray | None,
+    gt: _Geom | None,
+    wt: np.ndarray | None,
+    need_w: bool,
+) -> np.ndarray | None:
+    """Gradients for images ``a:b`` (ungrouped): fills ``gx[a:b]``, returns this part's gW.
+
+    ``gx`` is an ``(N, H, W, C)`` array or None; with ``gt``/``wt`` the grad-input is the
+    forward convolution of ``gy`` by the flipped weights, else ``gy @ W.T`` folded back.
+    """
+    per = g.ho * g.wo
+    k = wm.shape[0]
+    gw = np.zeros((k, g.co), dtype=x.dtype) if need_w else None
+    if g.pointwise:
+        gyp = gyr[a * per : b * per]
+        if need_w:
+            np.matmul(_pointwise_rows(x, g, a, b).T, gyp, out=gw)
+        if gx is not None:
+            if g.sy == 1 and g.sx == 1:
+                np.matmul(gyp, wm.T, out=gx[a:b].reshape(-1, g.c))
+            else:
+                gx[a:b] = 0
+                gx[a:b, :: g.sy, :: g.sx, :] = np.matmul(gyp, wm.T).reshape(b - a, g.ho, g.wo, g.c)
+        return gw
+    if need_w:
+        tmp = np.empty_like(gw)
+        for rows, col in _Pieces(x, g, a, b, k, "x"):
+            gw += np.matmul(col.T, gyr[rows], out=tmp)
+    if gx is None:
+        return gw
+    if gt is not None:
+        gxr = gx.reshape(-1, g.c)
+        for rows, col in _Pieces(gy, gt, a, b, wt.shape[0], "gy"):
+            np.matmul(col, wt, out=gxr[rows])
+        return gw
+    hp, wp = g.padded
+    nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per * k * x.itemsize))))
+    ey, ex = g.sy * (g.ho - 1) + 1, g.sx * (g.wo - 1) + 1
+    for s in range(a, b, nb):
+        e = min(b, s + nb)
+        gcol = np.matmul(gyr[s * per : e * per], wm.T).reshape(e - s, g.ho, g.wo, g.kh, g.kw, g.c)
+        gxp = _scratch((nb, hp, wp, g.c), x.dtype, tag="col2im")[0][: e - s]
+        gxp.fill(0)
+        for i in range(g.kh):
+            for j in range(g.kw):
+                gxp[:, i : i + ey : g.sy, j : j + ex : g.sx, :] += gcol[:, :, :, i, j, :]
+        gx[s:e] = gxp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :]
+    return gw
+
+
+def _conv_forward_dense(x: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
+    """Ungrouped convolution forward as ``(M, Co)`` rows, parallel over images."""
+    y = np.empty((g.n * g.ho * g.wo, g.co), dtype=x.dtype)
+    _WORKERS.run(_fwd_part, g.n, x, _w_matrix(W, g)[0], g, y)
+    return y
+
+
+def _conv_backward_dense(
+    x: np.ndarray,
+    W: np.ndarray,
+    gy: np.ndarray,
+    gyr: np.ndarray,
+    g: _Geom,
+    need_x: bool,
+    need_w: bool,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Ungrouped convolution gradients ``(gx NCHW-shaped NHWC memory, gW)``, parallel."""
+    wm = _w_matrix(W, g)[0]
+    gx = gt = wt = None
+    if need_x:
+        gx = np.empty((g.n, g.h, g.w, g.c), dtype=x.dtype)
+        if g.sy == 1 and g.sx == 1 and not g.pointwise and g.ph < g.kh and g.pw < g.kw:
+            # stride 1: grad-input is the convolution of gy by the flipped, transposed kernel
+            wf = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
+            gt = _Geom(gy.shape, wf.shape, (1, 1), (g.kh - 1 - g.ph, g.kw - 1 - g.pw), 1)
+            assert (gt.ho, gt.wo) == (g.h, g.w)
+            wt = _w_matrix(wf, gt)[0]
+    parts = _WORKERS.run(_bwd_part, g.n, x, gy, gyr, wm, g, gx, gt, wt, need_w)
+    gw = None
+    if need_w:
+        gwm = parts[0]
+        for p in parts[1:]:
+            gwm += p
+        gw = gwm.reshape(g.kh, g.kw, g.c, g.co).transpose(3, 2, 0, 1)
+        gw = np.ascontiguousarray(gw).astype(W.dtype, copy=False)
+    return (None if gx is None else gx.transpose(0, 3, 1, 2)), gw
+
+
+def _im2col(x: np.ndarray, g: _Geom) -> np.ndarray:
+    """Return the contiguous ``(N*Ho*Wo, kh*kw*C)`` im2col matrix (a view for 1x1 convs)."""
     if g.pointwise:
         if g.sy != 1 or g.sx != 1:
             x = x[:, :, :: g.sy, :: g.sx]
         return _rows(x)
     hp, wp = g.padded
-    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp, scratch=True)
-    shape = (g.n, g.ho, g.wo, g.kh, g.kw, g.c)
-    col = _scratch(shape, x.dtype)[0] if scratch else np.empty(shape, dtype=x.dtype)
+    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp)
+    col = np.empty((g.n, g.ho, g.wo, g.kh, g.kw, g.c), dtype=x.dtype)
     np.copyto(col, _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo))
     return col.reshape(g.n * g.ho * g.wo, g.kh * g.kw * g.c)
 
@@ -286,102 +585,44 @@ def _depthwise(g: _Geom) -> bool:
 
 def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom) -> np.ndarray:
     """Compute an NCHW-shaped (NHWC-memory) convolution output on NumPy arrays."""
-    return _forward_with_col(x, W, b, g, keep=False)[0]
-
-
-def _forward_with_col(
-    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom, keep: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Convolution output plus the im2col matrix it used (None for depthwise).
-
-    Unless ``keep``, the im2col matrix is a transient scratch buffer (do not hold on to it).
-    """
     m = g.n * g.ho * g.wo
-    col = None
-    if _depthwise(g):
+    if g.g == 1:
+        y = _conv_forward_dense(x, W, g)
+    elif _depthwise(g):
         y = _depthwise_forward(x, W, g)
-    elif g.g == 1 and not keep and not g.pointwise:
-        y = np.empty((m, g.co), dtype=x.dtype)
-        wm = _w_matrix(W, g)[0]
-        for rows, cb in _chunked_cols(x, g):
-            np.matmul(cb, wm, out=y[rows])
-    elif g.g == 1:
-        col = _im2col(x, g, scratch=not keep)
-        y = np.matmul(col, _w_matrix(W, g)[0])
     else:
-        col = _im2col(x, g, scratch=not keep)
+        col = _im2col(x, g)
         y = np.matmul(_grouped_cols(col, g), _w_matrix(W, g))  # (G, M, Cog)
         y = np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(m, g.co)
     if b is not None:
         y += b
-    return _nchw_view(y, g.n, g.ho, g.wo), col
+    return _nchw_view(y, g.n, g.ho, g.wo)
 
 
 def conv_backward(
-    x: np.ndarray,
-    W: np.ndarray,
-    gy: np.ndarray,
-    g: _Geom,
-    need_x: bool,
-    need_w: bool,
-    col: np.ndarray | None = None,
+    x: np.ndarray, W: np.ndarray, gy: np.ndarray, g: _Geom, need_x: bool, need_w: bool
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """Return ``(gx, gW, gy_rows)`` for a convolution; gx is NCHW-shaped with NHWC memory.
-
-    ``col`` is the forward pass's im2col matrix if it was kept (else it is rebuilt).
-    """
+    """Return ``(gx, gW, gy_rows)`` for a convolution; gx is NCHW-shaped with NHWC memory."""
     gyr = _rows(gy)
-    gx = gw = None
+    if g.g == 1:
+        return (*_conv_backward_dense(x, W, gy, gyr, g, need_x, need_w), gyr)
     if _depthwise(g):
         return (*_depthwise_backward(x, W, gyr, g, need_x, need_w), gyr)
+    gx = gw = None
     wm = _w_matrix(W, g)
-    if need_x and g.sy == 1 and g.sx == 1 and not g.pointwise and g.ph < g.kh and g.pw < g.kw:
-        gx = _grad_input_transposed(gy, W, g)
-    elif need_x:
-        if g.g == 1:
-            gcol = np.matmul(gyr, wm[0].T)
-        else:
-            cog = g.co // g.g
-            gyg = gyr.reshape(-1, g.g, cog).transpose(1, 0, 2)
-            gcg = np.matmul(gyg, wm.transpose(0, 2, 1))  # (G, M, kh*kw*Cg)
-            cg = g.c // g.g
-            gcol = gcg.reshape(g.g, -1, g.kh, g.kw, cg).transpose(1, 2, 3, 0, 4)
-            gcol = np.ascontiguousarray(gcol).reshape(-1, g.kh * g.kw * g.c)
-        gx = _col2im(gcol, g)
-    if need_w and col is None and (g.g > 1 or g.pointwise):
-        col = _im2col(x, g, scratch=True)
+    cg = g.c // g.g
+    cog = g.co // g.g
+    gyg = gyr.reshape(-1, g.g, cog).transpose(1, 0, 2)
+    if need_x:
+        gcg = np.matmul(gyg, wm.transpose(0, 2, 1))  # (G, M, kh*kw*Cg)
+        gcol = gcg.reshape(g.g, -1, g.kh, g.kw, cg).transpose(1, 2, 3, 0, 4)
+        gx = _col2im(np.ascontiguousarray(gcol).reshape(-1, g.kh * g.kw * g.c), g)
     if need_w:
-        cg = g.c // g.g
-        cog = g.co // g.g
-        if g.g == 1 and not g.pointwise:
-            gwm = np.zeros((g.kh * g.kw * g.c, g.co), dtype=x.dtype)
-            tmp = np.empty_like(gwm)
-            for rows, cb in _chunked_cols(x, g):
-                gwm += np.matmul(cb.T, gyr[rows], out=tmp)
-            gwm = gwm[None]
-        elif g.g == 1:
-            gwm = np.matmul(col.T, gyr)[None]
-        else:
-            colg = _grouped_cols(col, g)
-            gyg = gyr.reshape(-1, g.g, cog).transpose(1, 0, 2)
-            gwm = np.matmul(colg.transpose(0, 2, 1), gyg)  # (G, kh*kw*Cg, Cog)
+        colg = _grouped_cols(_im2col(x, g), g)
+        gwm = np.matmul(colg.transpose(0, 2, 1), gyg)  # (G, kh*kw*Cg, Cog)
         gw = gwm.reshape(g.g, g.kh, g.kw, cg, cog).transpose(0, 4, 3, 1, 2)
         gw = np.ascontiguousarray(gw).reshape(W.shape).astype(W.dtype, copy=False)
     return gx, gw, gyr
-
-
-def _grad_input_transposed(gy: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
-    """Grad-input of a stride-1 convolution as a forward convolution of ``gy``.
-
-    With flipped, in/out-swapped weights and padding ``k - 1 - p`` this reuses the
-    contiguous im2col + GEMM path instead of a column gradient and ``kh*kw`` strided adds.
-    """
-    cog, cg = g.co // g.g, g.c // g.g
-    wt = W.reshape(g.g, cog, cg, g.kh, g.kw).transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    wt = np.ascontiguousarray(wt).reshape(g.c, cog, g.kh, g.kw)
-    gt = _Geom(gy.shape, wt.shape, (1, 1), (g.kh - 1 - g.ph, g.kw - 1 - g.pw), g.g)
-    assert (gt.ho, gt.wo) == (g.h, g.w)
-    return conv_forward(gy, wt, None, gt)
 
 
 def _depthwise_forward(x: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
@@ -446,7 +687,7 @@ class FastConvolution2D(function_node.FunctionNode):
         x, W = inputs[:2]
         b = inputs[2] if len(inputs) == 3 else None
         self._geom = _Geom(x.shape, W.shape, self.stride, self.pad, self.groups)
-        return (_forward_with_col(x, W, b, self._geom, keep=False)[0],)
+        return (conv_forward(x, W, b, self._geom),)
 
     def backward(self, indexes: tuple[int, ...], grad_outputs: tuple) -> tuple:
         """First-order gradients on the fast path; Chainer's graph when double backprop is on."""
@@ -617,14 +858,80 @@ class _Wide:
         return self.fold(part.sum(axis=0, dtype=np.float64))
 
 
-def _channel_sum(rows: np.ndarray) -> np.ndarray:
-    """Per-column float64 sum of a C-contiguous ``(M, C)`` matrix."""
-    return _Wide(*rows.shape).sum(rows)
+#: Bytes of one batch-normalization block (larger blocks measured faster: fewer Python-level
+#: calls; a worker's whole slice of a ResNet-20 stage-1 activation is 4 MB).
+BN_BLOCK_BYTES = 4 << 20
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-column float64 dot product of two C-contiguous ``(M, C)`` matrices."""
-    return _Wide(*a.shape).dot(a, b)
+def _blocks_of(a: int, b: int, per: int, c: int, itemsize: int) -> Iterator[slice]:
+    """Row slices of images ``a:b`` (``per`` rows each) of about :data:`BN_BLOCK_BYTES`."""
+    step = max(64, BN_BLOCK_BYTES // (c * itemsize) // 64 * 64)
+    stop = b * per
+    for r in range(a * per, stop, step):
+        yield slice(r, min(stop, r + step))
+
+
+def _chan_merge(p: tuple, q: tuple) -> tuple:
+    """Merge (count, mean, M2) statistics of two row sets (Chan et al.'s parallel variance)."""
+    na, ma, m2a = p
+    nb, mb, m2b = q
+    n = na + nb
+    d = mb - ma
+    return n, ma + d * (nb / n), m2a + m2b + d * d * (na * nb / n)
+
+
+def _bn_stats_part(a: int, b: int, rows: np.ndarray, per: int) -> tuple:
+    """(count, float64 mean, float64 sum of squared deviations) per channel of images a:b."""
+    c = rows.shape[1]
+    acc = None
+    for sl in _blocks_of(a, b, per, c, rows.itemsize):
+        blk = rows[sl]
+        wd = _Wide(*blk.shape)
+        mu = wd.sum(blk) / blk.shape[0]
+        t = np.subtract(wd.view(blk), wd.vec(mu, blk.dtype))
+        st = (blk.shape[0], mu, wd.dot(t, t))
+        acc = st if acc is None else _chan_merge(acc, st)
+    return acc
+
+
+def _bn_grad_stats_part(
+    a: int, b: int, per: int, xr: np.ndarray, gyr: np.ndarray, mean: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """float64 per-channel ``sum(gy)`` and ``sum(gy * (x - mean))`` over images a:b."""
+    c = xr.shape[1]
+    s1 = np.zeros(c)
+    s2 = np.zeros(c)
+    for sl in _blocks_of(a, b, per, c, xr.itemsize):
+        xb, gb = xr[sl], gyr[sl]
+        wd = _Wide(*xb.shape)
+        t = np.subtract(wd.view(xb), wd.vec(mean, xb.dtype))
+        s1 += wd.sum(gb)
+        s2 += wd.dot(gb, t)
+    return s1, s2
+
+
+def _affine_part(a: int, b: int, per: int, out: np.ndarray, *terms: tuple) -> None:
+    """``out[rows] = sum(src * k (+ shift))`` per channel over the rows of images a:b.
+
+    Each term is ``(src rows, per-channel scale, per-channel shift or None)``.
+    """
+    c = out.shape[1]
+    tmp = None
+    for sl in _blocks_of(a, b, per, c, out.itemsize):
+        ob = out[sl]
+        wd = _Wide(*ob.shape)
+        ow = wd.view(ob)
+        for i, (src, k, shift) in enumerate(terms):
+            sw = wd.view(src[sl])
+            if i == 0:
+                np.multiply(sw, wd.vec(k, out.dtype), out=ow)
+            else:
+                if tmp is None or tmp.shape != ow.shape:
+                    tmp = np.empty_like(ow)
+                np.multiply(sw, wd.vec(k, out.dtype), out=tmp)
+                ow += tmp
+            if shift is not None:
+                ow += wd.vec(shift, out.dtype)
 
 
 def _bn_forward(
@@ -659,25 +966,27 @@ def _bn_forward(
         )
     n, _, h, w = x.shape
     rows = _rows(x)
-    m = rows.shape[0]
+    m, c = rows.shape
     dt = x.dtype
-    wd = _Wide(*rows.shape)
-    mean64 = wd.sum(rows) / m
+    per = h * w
+    stats = _WORKERS.run(_bn_stats_part, n, rows, per)
+    _, mean64, m2 = functools.reduce(_chan_merge, stats)
+    var64 = m2 / m
     mean = mean64.astype(dt)
-    xc = np.subtract(wd.view(rows), wd.vec(mean, dt))  # wide view of x - mean
-    var64 = wd.dot(xc, xc) / m
     var = var64.astype(dt)
-    inv_std = (1.0 / np.sqrt(var64 + eps)).astype(dt)
-    xc *= wd.vec(gamma * inv_std, dt)
-    xc += wd.vec(beta, dt)
-    xc = xc.reshape(m, -1)
+    inv64 = 1.0 / np.sqrt(var64 + eps)
+    inv_std = inv64.astype(dt)
+    scale = gamma.astype(np.float64) * inv64
+    shift = beta.astype(np.float64) - mean64 * scale
+    y = np.empty_like(rows)
+    _WORKERS.run(_affine_part, n, per, y, (rows, scale, shift))
     if running_mean is not None:
         adjust = m / max(m - 1.0, 1.0)
         running_mean *= decay
         running_mean += (1 - decay) * mean
         running_var *= decay
         running_var += (1 - decay) * adjust * var
-    return _nchw_view(xc, n, h, w), x_layout, running_mean, running_var, mean, var, inv_std, None
+    return _nchw_view(y, n, h, w), x_layout, running_mean, running_var, mean, var, inv_std, None
 
 
 def _bn_backward(
@@ -709,19 +1018,18 @@ def _bn_backward(
     xr = _rows(x)
     gyr = _rows(gy)
     m = xr.shape[0]
-    dt = x.dtype
-    wd = _Wide(*xr.shape)
-    gyw = wd.view(gyr)
-    xc = np.subtract(wd.view(xr), wd.vec(mean, dt))  # x - mean; x_hat = xc * inv_std
-    gbeta = wd.sum(gyr)
-    ggamma = wd.dot(gyw, xc) * inv_std
-    # gx = k1 * gy + k2 * xc + k3, with k1 = gamma * inv_std
-    k1 = gamma.astype(np.float64) * inv_std
-    xc *= wd.vec(-k1 * ggamma * inv_std / m, dt)
-    xc += wd.vec(-k1 * gbeta / m, dt)
-    gx = np.multiply(gyw, wd.vec(k1, dt))
-    gx += xc
-    gx = gx.reshape(m, -1)
+    per = h * w
+    mean64 = mean.astype(np.float64)
+    inv64 = inv_std.astype(np.float64)
+    sums = _WORKERS.run(_bn_grad_stats_part, n, per, xr, gyr, mean)
+    gbeta = sum(p[0] for p in sums)
+    ggamma = sum(p[1] for p in sums) * inv64
+    # gx = k1 * gy + k2 * (x - mean) + k3 = k1 * gy + k2 * x + (k3 - k2 * mean)
+    k1 = gamma.astype(np.float64) * inv64
+    k2 = -k1 * ggamma * inv64 / m
+    k3 = -k1 * gbeta / m - k2 * mean64
+    gx = np.empty_like(gyr)
+    _WORKERS.run(_affine_part, n, per, gx, (gyr, k1, None), (xr, k2, k3))
     return _nchw_view(gx, n, h, w), None, ggamma.astype(gamma.dtype), gbeta.astype(gamma.dtype)
 
 
@@ -734,18 +1042,105 @@ def _apply_bn_fwd(xp: Any, x: Any, mean: Any, inv_std: Any, gamma: Any, beta: An
     if x.ndim == 4 and scale.shape == (1, x.shape[1], 1, 1) and shift.shape == scale.shape:
         n, c, h, w = x.shape
         rows = _rows(x)  # a free view for NHWC memory (what the fast convolution produces)
-        wd = _Wide(*rows.shape)
-        y = np.multiply(wd.view(rows), wd.vec(scale.ravel(), x.dtype))
-        y += wd.vec(shift.ravel(), x.dtype)
-        return _nchw_view(y.reshape(rows.shape), n, h, w)
+        y = np.empty_like(rows)
+        _WORKERS.run(_affine_part, n, h * w, y, (rows, scale.ravel(), shift.ravel()))
+        return _nchw_view(y, n, h, w)
     y = np.multiply(x, scale.astype(x.dtype))
     y += shift.astype(x.dtype)
     return y
 
 
 # ----------------------------------------------------------------------------
+# element-wise functions between the convolutions (ReLU, its gradient, residual add)
+# ----------------------------------------------------------------------------
+
+#: Arrays smaller than this (elements) are left to one thread.
+PARALLEL_MIN_SIZE = 1 << 16
+
+
+def _elementwise_ok(*arrays: Any) -> bool:
+    """Whether equal-shape, equal-dtype NumPy float arrays are worth splitting over threads."""
+    a0 = arrays[0]
+    return (
+        is_enabled()
+        and all(type(a) is np.ndarray for a in arrays)
+        and a0.dtype in _FLOATS
+        and a0.ndim >= 2
+        and a0.size >= PARALLEL_MIN_SIZE
+        and all(a.shape == a0.shape and a.dtype == a0.dtype for a in arrays[1:])
+        and _WORKERS.split(a0.shape[0]).__len__() > 1
+    )
+
+
+def _relu_part(a: int, b: int, x: np.ndarray, y: np.ndarray) -> None:
+    np.maximum(x[a:b], 0, out=y[a:b])
+
+
+def _relu_grad_part(a: int, b: int, gy: np.ndarray, y: np.ndarray, gx: np.ndarray) -> None:
+    np.multiply(gy[a:b], y[a:b] > 0, out=gx[a:b])
+
+
+def _add_part(a: int, b: int, x0: np.ndarray, x1: np.ndarray, y: np.ndarray) -> None:
+    np.add(x0[a:b], x1[a:b], out=y[a:b])
+
+
+def _relu_forward_cpu(self: Any, inputs: tuple) -> tuple:
+    """ReLU forward split over the worker threads (keeps the memory layout of x)."""
+    (x,) = inputs
+    if not _elementwise_ok(x):
+        return _ORIG["relu_fwd"](self, inputs)
+    y = np.empty_like(x)
+    _WORKERS.run(_relu_part, x.shape[0], x, y)
+    self.retain_outputs((0,))
+    return (y,)
+
+
+def _relu_grad_forward_cpu(self: Any, inputs: tuple) -> tuple:
+    """ReLU gradient ``gy * (y > 0)`` split over the worker threads."""
+    (gy,) = inputs
+    if not _elementwise_ok(gy, self.b):
+        return _ORIG["relu_grad_fwd"](self, inputs)
+    gx = np.empty_like(gy)
+    _WORKERS.run(_relu_grad_part, gy.shape[0], gy, self.b, gx)
+    return (gx,)
+
+
+def _add_forward(self: Any, inputs: tuple) -> tuple:
+    """Element-wise sum of two equal-shape arrays split over the worker threads."""
+    x0, x1 = inputs
+    if not _elementwise_ok(x0, x1):
+        return _ORIG["add_fwd"](self, inputs)
+    y = np.empty_like(x0)
+    _WORKERS.run(_add_part, x0.shape[0], x0, x1, y)
+    return (y,)
+
+
+# ----------------------------------------------------------------------------
 # install / uninstall
 # ----------------------------------------------------------------------------
+
+
+def _keep_freed_memory() -> bool:
+    """Ask glibc's malloc to reuse freed blocks up to 32 MB instead of returning them.
+
+    A training step allocates and frees the same activation-sized arrays again and again;
+    by default glibc hands blocks of a few MB back to the kernel (or serves them by mmap),
+    and every reuse then page-faults on fresh zeroed pages (~10k faults per ResNet-20 step).
+    Raising the mmap and trim thresholds keeps those pages mapped. Returns whether it was
+    applied (glibc only; elsewhere nothing changes).
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    ok = mallopt(m_mmap_threshold, 32 << 20) == 1
+    ok = ok and mallopt(m_trim_threshold, 1 << 30) == 1
+    return ok and mallopt(m_top_pad, 64 << 20) == 1
 
 
 def install(default: bool | None = None) -> None:
@@ -763,17 +1158,25 @@ def install(default: bool | None = None) -> None:
     chainer.global_config.cpu_fast = bool(default)
     if _ORIG:
         return
+    if default and sys.platform.startswith("linux"):
+        _keep_freed_memory()
     impl = _bn_mod.GeneralBatchNormalizationImpl
     _ORIG["convolution_2d"] = _conv_mod.convolution_2d
     _ORIG["F.convolution_2d"] = chainer.functions.convolution_2d
     _ORIG["bn_forward"] = impl.forward
     _ORIG["bn_backward"] = impl.backward
     _ORIG["apply_bn_fwd"] = _bn_mod._apply_bn_fwd
+    _ORIG["relu_fwd"] = _relu_mod.ReLU.forward_cpu
+    _ORIG["relu_grad_fwd"] = _relu_mod.ReLUGrad2.forward_cpu
+    _ORIG["add_fwd"] = _math_mod.Add.forward
     _conv_mod.convolution_2d = convolution_2d
     chainer.functions.convolution_2d = convolution_2d
     impl.forward = _bn_forward
     impl.backward = _bn_backward
     _bn_mod._apply_bn_fwd = _apply_bn_fwd
+    _relu_mod.ReLU.forward_cpu = _relu_forward_cpu
+    _relu_mod.ReLUGrad2.forward_cpu = _relu_grad_forward_cpu
+    _math_mod.Add.forward = _add_forward
 
 
 def uninstall() -> None:
@@ -786,4 +1189,7 @@ def uninstall() -> None:
     impl.forward = _ORIG["bn_forward"]
     impl.backward = _ORIG["bn_backward"]
     _bn_mod._apply_bn_fwd = _ORIG["apply_bn_fwd"]
+    _relu_mod.ReLU.forward_cpu = _ORIG["relu_fwd"]
+    _relu_mod.ReLUGrad2.forward_cpu = _ORIG["relu_grad_fwd"]
+    _math_mod.Add.forward = _ORIG["add_fwd"]
     _ORIG.clear()

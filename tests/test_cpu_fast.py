@@ -285,3 +285,154 @@ def test_reused_pad_buffer_has_clean_border():
         with cpu_fast.enabled(False):
             ref = F.convolution_2d(x, W, stride=2, pad=1)
         np.testing.assert_allclose(y.array, ref.array, rtol=1e-4, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------
+# worker threads
+# ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_threads():
+    """Run the fast path on two worker threads (restored to the default afterwards)."""
+    if cpu_fast.set_threads(2) != 2:
+        cpu_fast.set_threads(None)
+        pytest.skip("NumPy's BLAS threads cannot be pinned here (threadpoolctl)")
+    yield
+    cpu_fast.set_threads(None)
+
+
+@pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 2, 3, 9)])
+@pytest.mark.parametrize("chunk", [1, 1 << 30])
+def test_threaded_conv_equals_one_thread(two_threads, monkeypatch, case, chunk):
+    # chunk=1 cuts every image into single output rows, 1 << 30 keeps each part whole
+    monkeypatch.setattr(cpu_fast, "CHUNK_BYTES", chunk)
+    n, c, h, w, co, k, s, p, g, bias = case
+    case = (5, c, h, w, co, k, s, p, g, bias)  # odd batch: unequal parts
+    two = _conv_both(case, dtype=np.float64)[True]
+    assert cpu_fast.set_threads(1) == 1
+    one = _conv_both(case, dtype=np.float64)
+    for a, b, ref in zip(two, one[True], one[False], strict=True):
+        if ref is None:
+            continue
+        a, b, ref = (v.array if isinstance(v, chainer.Variable) else v for v in (a, b, ref))
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(a, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_workers_wait_for_every_task_and_raise(monkeypatch):
+    monkeypatch.setattr(cpu_fast, "TASKS_PER_THREAD", 4)  # 8 tasks of one image each
+    cpu_fast.set_threads(2)
+    running, finished = [], []
+
+    def fn(a, b):
+        running.append(a)
+        import time
+
+        time.sleep(0.02)
+        if a == 1:
+            raise ValueError("task 1 failed")
+        finished.append(a)
+
+    try:
+        if cpu_fast.threads() < 2:
+            pytest.skip("one worker only")
+        with pytest.raises(ValueError, match="task 1"):
+            cpu_fast._WORKERS.run(fn, 8)
+        # nothing still runs once run() has returned or raised, and the failure stopped
+        # the threads from taking the remaining tasks
+        assert sorted(finished + [1]) == sorted(running)
+        assert len(running) < 8
+    finally:
+        cpu_fast.set_threads(None)
+
+
+def test_workers_results_in_task_order(two_threads, monkeypatch):
+    monkeypatch.setattr(cpu_fast, "TASKS_PER_THREAD", 3)
+    res = cpu_fast._WORKERS.run(lambda a, b: (a, b), 10)
+    assert res == sorted(res) and res[0][0] == 0 and res[-1][1] == 10
+    assert all(p[1] == q[0] for p, q in zip(res, res[1:], strict=False))
+
+
+def test_blas_threads_restored_after_a_parallel_region(two_threads):
+    libs = cpu_fast._blas_controllers()
+    before = [lib.num_threads for lib in libs]
+    seen = []
+    cpu_fast._WORKERS.run(lambda a, b: seen.append([lib.num_threads for lib in libs]), 2)
+    assert all(v == [1] * len(libs) for v in seen)
+    assert [lib.num_threads for lib in libs] == before
+
+
+def test_without_threadpoolctl_runs_on_one_thread(monkeypatch):
+    monkeypatch.setattr(cpu_fast, "_blas_controllers", lambda: None)
+    try:
+        assert cpu_fast.set_threads(4) == 1
+        out = _conv_both(CONV_CASES[0])
+        np.testing.assert_allclose(out[True][0].array, out[False][0].array, rtol=1e-4, atol=1e-4)
+    finally:
+        monkeypatch.undo()
+        cpu_fast.set_threads(None)
+
+
+@pytest.mark.parametrize("nhwc", [False, True])
+def test_elementwise_functions_match_chainer(two_threads, nhwc):
+    rng = np.random.RandomState(2)
+    shape = (6, 8, 40, 40)  # above PARALLEL_MIN_SIZE
+    assert np.prod(shape) >= cpu_fast.PARALLEL_MIN_SIZE
+    x0 = rng.randn(*shape).astype(np.float32)
+    x1 = rng.randn(*shape).astype(np.float32)
+    if nhwc:  # the memory layout the fast convolution produces
+        x0, x1 = (
+            np.ascontiguousarray(v.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2) for v in (x0, x1)
+        )
+    gy = rng.randn(*shape).astype(np.float32)
+    out = {}
+    for flag in (True, False):
+        with cpu_fast.enabled(flag):
+            a = chainer.Variable(x0.copy(order="K"))
+            b = chainer.Variable(x1.copy(order="K"))
+            y = F.relu(a + b) + F.relu(a)
+            y.grad = gy
+            y.backward()
+            out[flag] = (y.array, a.grad, b.grad)
+    for fast, ref in zip(out[True], out[False], strict=True):
+        np.testing.assert_array_equal(fast, ref)
+    if nhwc:
+        assert out[True][0].transpose(0, 2, 3, 1).flags.c_contiguous  # layout kept
+
+
+def test_batch_normalization_many_blocks_and_large_mean(two_threads, monkeypatch):
+    # tiny blocks: the per-block statistics are merged (Chan et al.) across many blocks and
+    # both threads; a large common offset checks the variance does not cancel
+    monkeypatch.setattr(cpu_fast, "BN_BLOCK_BYTES", 1)
+    rng = np.random.RandomState(4)
+    x = (rng.randn(7, 3, 9, 9) * 0.01 + 1000.0).astype(np.float64)
+    gamma, beta = rng.randn(3), rng.randn(3)
+    gy = rng.randn(*x.shape)
+    out = {}
+    for flag in (True, False):
+        with cpu_fast.enabled(flag):
+            xv = chainer.Variable(x.copy())
+            gv, bv = chainer.Variable(gamma.copy()), chainer.Variable(beta.copy())
+            y = F.batch_normalization(xv, gv, bv, eps=1e-5)
+            y.grad = gy
+            y.backward()
+            out[flag] = (y.array, xv.grad, gv.grad, bv.grad)
+    for fast, ref in zip(out[True], out[False], strict=True):
+        np.testing.assert_allclose(fast, ref, rtol=1e-7, atol=1e-7)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_keep_freed_memory_avoids_page_faults():
+    import resource
+
+    assert cpu_fast._keep_freed_memory()
+    a = np.ones(4 << 20, dtype=np.float32)  # 16 MB
+    del a
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(5):
+        b = np.empty(4 << 20, dtype=np.float32)
+        b.fill(1.0)
+        del b
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 1000  # ~4096 per fresh 16 MB array without it
