@@ -43,14 +43,60 @@ def bn(channels: int) -> L.BatchNormalization:
 
 def zero_pad_shortcut(x: chainer.Variable, out_ch: int, stride: int) -> chainer.Variable:
     """Parameter-free shortcut ("option A"): sub-sample by ``stride``, append zero channels."""
-    if stride > 1:
-        x = x[:, :, ::stride, ::stride]
-    extra = out_ch - x.shape[1]
-    if extra > 0:
+    if stride == 1 and out_ch == x.shape[1]:
+        return x
+    return ZeroPadShortcut(out_ch, stride).apply((x,))[0]
+
+
+class ZeroPadShortcut(chainer.function_node.FunctionNode):
+    """Option A as one node: ``y[:, :C] = x[:, :, ::s, ::s]`` and ``y[:, C:] = 0``.
+
+    The gradient is the adjoint: the first C channels of ``gy`` copied back to every
+    s-th pixel, zeros elsewhere. One node instead of a slice plus a concatenation keeps
+    the output in the memory layout of ``x`` and makes the backward pass a single
+    strided copy.
+    """
+
+    def __init__(self, out_ch: int, stride: int) -> None:
+        self.out_ch = out_ch
+        self.stride = stride
+
+    def forward(self, inputs: tuple) -> tuple:
+        """Sub-sample ``x`` and append ``out_ch - C`` zero channels."""
+        (x,) = inputs
+        if self.out_ch < x.shape[1]:
+            raise ValueError(f"option A cannot drop channels ({x.shape[1]} -> {self.out_ch})")
         xp = chainer.backend.get_array_module(x)
-        zeros = xp.zeros((x.shape[0], extra) + x.shape[2:], dtype=x.dtype)
-        x = F.concat((x, zeros), axis=1)
-    return x
+        sub = x[:, :, :: self.stride, :: self.stride]
+        self.in_shape = x.shape
+        y = xp.zeros_like(x, shape=(x.shape[0], self.out_ch) + sub.shape[2:])
+        y[:, : x.shape[1]] = sub
+        return (y,)
+
+    def backward(self, indexes: tuple, grad_outputs: tuple) -> tuple:
+        """Gradient with respect to ``x`` (itself differentiable)."""
+        (gy,) = grad_outputs
+        return (_ZeroPadShortcutGrad(self.in_shape, self.stride).apply((gy,))[0],)
+
+
+class _ZeroPadShortcutGrad(chainer.function_node.FunctionNode):
+    """Adjoint of :class:`ZeroPadShortcut` (its backward is ZeroPadShortcut again)."""
+
+    def __init__(self, in_shape: tuple, stride: int) -> None:
+        self.in_shape = in_shape
+        self.stride = stride
+
+    def forward(self, inputs: tuple) -> tuple:
+        (gy,) = inputs
+        xp = chainer.backend.get_array_module(gy)
+        self.out_ch = gy.shape[1]
+        gx = xp.zeros_like(gy, shape=self.in_shape)
+        gx[:, :, :: self.stride, :: self.stride] = gy[:, : self.in_shape[1]]
+        return (gx,)
+
+    def backward(self, indexes: tuple, grad_outputs: tuple) -> tuple:
+        (ggx,) = grad_outputs
+        return (ZeroPadShortcut(self.out_ch, self.stride).apply((ggx,))[0],)
 
 
 class ClassifierHead(chainer.Chain):

@@ -1072,6 +1072,19 @@ def _elementwise_ok(*arrays: Any) -> bool:
     )
 
 
+def _layout_source(*arrays: np.ndarray) -> np.ndarray:
+    """The first operand without broadcast (zero) strides, whose memory order a result copies.
+
+    A gradient arriving from a broadcast (e.g. the backward pass of a global average
+    pooling) has zero strides; copying its order would turn the result NCHW and make every
+    later fast-path call copy it back to channels-last.
+    """
+    for a in arrays:
+        if all(st != 0 for st, n in zip(a.strides, a.shape, strict=True) if n > 1):
+            return a
+    return arrays[0]
+
+
 def _relu_part(a: int, b: int, x: np.ndarray, y: np.ndarray) -> None:
     np.maximum(x[a:b], 0, out=y[a:b])
 
@@ -1100,7 +1113,7 @@ def _relu_grad_forward_cpu(self: Any, inputs: tuple) -> tuple:
     (gy,) = inputs
     if not _elementwise_ok(gy, self.b):
         return _ORIG["relu_grad_fwd"](self, inputs)
-    gx = np.empty_like(gy)
+    gx = np.empty_like(_layout_source(self.b, gy))
     _WORKERS.run(_relu_grad_part, gy.shape[0], gy, self.b, gx)
     return (gx,)
 
@@ -1110,7 +1123,7 @@ def _add_forward(self: Any, inputs: tuple) -> tuple:
     x0, x1 = inputs
     if not _elementwise_ok(x0, x1):
         return _ORIG["add_fwd"](self, inputs)
-    y = np.empty_like(x0)
+    y = np.empty_like(_layout_source(x0, x1))
     _WORKERS.run(_add_part, x0.shape[0], x0, x1, y)
     return (y,)
 

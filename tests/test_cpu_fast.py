@@ -436,3 +436,15 @@ def test_keep_freed_memory_avoids_page_faults():
         del b
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 1000  # ~4096 per fresh 16 MB array without it
+
+
+def test_relu_grad_of_a_broadcast_keeps_channels_last(two_threads):
+    # global average pooling sends back a broadcast gradient (zero strides); the ReLU
+    # gradient must come out in the activation's channels-last memory, as NumPy's own
+    # order choice gives, or every later fast-path call would copy it back
+    x = np.ascontiguousarray(np.random.randn(8, 40, 40, 16).astype(np.float32))
+    xv = chainer.Variable(x.transpose(0, 3, 1, 2))
+    y = F.relu(xv)
+    F.sum(F.mean(y, axis=(2, 3))).backward()
+    assert xv.grad.transpose(0, 2, 3, 1).flags.c_contiguous
+    np.testing.assert_array_equal(xv.grad, (xv.array > 0) / np.float32(1600))
