@@ -76,10 +76,10 @@ class ZeroPadShortcut(chainer.function_node.FunctionNode):
     def backward(self, indexes: tuple, grad_outputs: tuple) -> tuple:
         """Gradient with respect to ``x`` (itself differentiable)."""
         (gy,) = grad_outputs
-        return (_ZeroPadShortcutGrad(self.in_shape, self.stride).apply((gy,))[0],)
+        return (ZeroPadShortcutGrad(self.in_shape, self.stride).apply((gy,))[0],)
 
 
-class _ZeroPadShortcutGrad(chainer.function_node.FunctionNode):
+class ZeroPadShortcutGrad(chainer.function_node.FunctionNode):
     """Adjoint of :class:`ZeroPadShortcut` (its backward is ZeroPadShortcut again)."""
 
     def __init__(self, in_shape: tuple, stride: int) -> None:

@@ -55,6 +55,7 @@ import chainer.functions as F
 import numpy as np
 
 from chainer_nets import notebook as nbh
+from chainer_nets.blocks import ZeroPadShortcut, ZeroPadShortcutGrad
 from chainer_nets.models import resnet
 from chainer_nets.registry import get_model_info
 
@@ -104,9 +105,16 @@ print("y == ReLU(F(x) + x):", np.allclose(y, by_hand))
 # second pixel of $\mathbf{x}$ and append zero channels,
 #
 # $$\mathbf{y} = \mathrm{ReLU}\big(\mathcal{F}(\mathbf{x}) + [\,\mathbf{x}_{::2,::2};\ \mathbf{0}\,]\big).$$
+#
+# It is written as one Chainer node. Its backward pass is the adjoint of the forward
+# map: the first $C$ channels of the incoming gradient go back to every second pixel,
+# and every other entry of $\partial L/\partial\mathbf{x}$ is zero (those pixels and
+# the appended zero channels did not influence the output).
 
 # %%
 nbh.show_source(resnet.zero_pad_shortcut)
+nbh.show_source(ZeroPadShortcut, "forward")
+nbh.show_source(ZeroPadShortcutGrad, "forward")
 
 # %%
 down = resnet.BasicBlock(16, 32, stride=2)

@@ -118,9 +118,20 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=None, help="override per-model warm-up")
     ap.add_argument("--repeats", type=int, default=None, help="override per-model repeats")
     ap.add_argument("--skip-default", nargs="*", default=[], help="models without Chainer default")
+    ap.add_argument(
+        "--rounds",
+        nargs="*",
+        default=[],
+        metavar="MODEL=N",
+        help="repeat a model's interleaved timing N times (medians reported, ratio range shown)",
+    )
     ap.add_argument("--out", default=None, help="write a markdown table here")
     ap.add_argument("--date", default=datetime.date.today().isoformat())
     args = ap.parse_args()
+    try:
+        args.rounds = {k: int(v) for k, v in (item.split("=", 1) for item in args.rounds)}
+    except ValueError:
+        ap.error("--rounds takes MODEL=N items, e.g. --rounds resnet20=5")
 
     cpu_fast.install()
     load_start = os.getloadavg()
@@ -142,18 +153,23 @@ def main() -> None:
         if name not in args.skip_default:
             plan["default"] = lambda name=name: chainer_step(name, x, t, False)
         steps = {key: make() for key, make in plan.items()}
-        res = {key: args.batch / sec for key, sec in _time_interleaved(steps, warm, reps).items()}
-        for key, ips in res.items():
-            print(f"{name:10s} {key:10s} {ips:8.1f} img/s", flush=True)
+        rounds = []
+        for r in range(args.rounds.get(name, 1)):
+            per = {k: args.batch / sec for k, sec in _time_interleaved(steps, warm, reps).items()}
+            for key, ips in per.items():
+                print(f"{name:10s} round {r} {key:10s} {ips:8.1f} img/s", flush=True)
+            rounds.append(per)
         del steps
-        rows.append((name, pc, res))
+        res = {key: statistics.median(p[key] for p in rounds) for key in rounds[0]}
+        ratios = sorted(p["fast"] / p["torch_cl"] for p in rounds)
+        rows.append((name, pc, res, ratios))
 
     head = (
         "| model | params | Chainer default | cpu_fast | PyTorch NCHW | PyTorch channels_last "
         "| fast / channels_last | fast / default |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     body = ""
-    for name, pc, r in rows:
+    for name, pc, r, ratios in rows:
         d = r.get("default")
         body += (
             f"| {name} | {pc / 1e6:.2f}M | {d:.1f} | "
@@ -161,7 +177,10 @@ def main() -> None:
             else f"| {name} | {pc / 1e6:.2f}M | - | "
         )
         body += f"{r['fast']:.1f} | {r['torch_nchw']:.1f} | {r['torch_cl']:.1f} | "
-        body += f"{r['fast'] / r['torch_cl']:.3f}x | " + (
+        spread = (
+            f" ({ratios[0]:.2f}-{ratios[-1]:.2f}, {len(ratios)} rounds)" if len(ratios) > 1 else ""
+        )
+        body += f"{statistics.median(ratios):.3f}x{spread} | " + (
             f"{r['fast'] / d:.1f}x |\n" if d else "- |\n"
         )
     load_end = os.getloadavg()
@@ -173,7 +192,7 @@ def main() -> None:
         f"- Python {platform.python_version()}, NumPy {np.__version__}, Chainer "
         f"{chainer.__version__}, PyTorch {torch.__version__}\n"
         f"- batch {args.batch}, training step = forward + backward + MomentumSGD(0.9) update, "
-        "images/s = batch / median step time after warm-up\n"
+        "images/s = batch / median step time after warm-up (median over rounds where repeated)\n"
     )
     table = head + body
     print("\n" + meta + "\n" + table)
