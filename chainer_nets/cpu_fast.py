@@ -19,17 +19,19 @@ normalization sees its data as a 2-D ``(N*H*W, C)`` row matrix:
   region NumPy's BLAS is pinned to one thread per worker through ``threadpoolctl`` (two
   multi-threaded GEMMs started at once fight over the same cores); where BLAS cannot be
   pinned everything runs on one thread with larger chunks.
-* convolution forward: each worker zero-pads its images into an NHWC buffer, copies
-  cache-sized pieces (:data:`CHUNK_BYTES`: several images, or blocks of output rows of
-  one large image) from a 6-D ``as_strided`` window view into a contiguous
-  ``(rows, kh*kw*C)`` im2col piece and multiplies it by the reshaped weights straight
-  into its rows of the output. Buffers are per-thread and reused between calls.
-  1x1 convolutions skip im2col entirely (strided 1x1 only gathers).
-* grad-weight: ``col.T @ gy`` accumulated over the same pieces (im2col rebuilt), one
-  partial sum per worker.
-* grad-input: for stride 1 a forward convolution of ``gy`` with flipped, transposed
-  weights (same im2col + GEMM path); otherwise ``gy @ W`` gives the column gradient of
-  a piece, folded back by ``kh*kw`` strided slice-adds.
+* stride-1 convolutions (most of them): each worker zero-pads its images into an NHWC
+  buffer and copies, for pieces of whole images of about :data:`CHUNK_BYTES`, an im2col
+  over the kernel *width* only: ``(n, Ho + kh - 1, Wo, kw*C)``. Kernel row ``i`` then
+  reads a plain view of it (rows ``i .. i + Ho - 1``), so the convolution is ``kh`` GEMMs
+  with ``K = kw*C``, summed straight into the worker's rows of the output. The copy is
+  ``kw`` rather than ``kh*kw`` times the input. grad-weight uses the same pieces
+  (``piece_i.T @ gy`` per kernel row); grad-input is the forward convolution of ``gy``
+  by the flipped, transposed kernel, so it takes the same path. Buffers are per-thread
+  and reused between calls; 1x1 convolutions skip im2col entirely.
+* strided convolutions: the full ``(rows, kh*kw*C)`` im2col per cache-sized piece (several
+  images, or blocks of output rows of one large image) times the reshaped weights;
+  grad-weight ``col.T @ gy`` over the same pieces; grad-input ``gy @ W`` per piece,
+  folded back by ``kh*kw`` strided slice-adds.
 * groups: one batched ``matmul`` over groups; depthwise convolutions (one input
   channel per group) use ``kh*kw`` broadcast multiply-adds instead of GEMMs (one thread).
 * batch normalization (training): per-channel statistics over the row matrix, computed
@@ -409,6 +411,88 @@ class _Pieces:
                 yield slice(s * per + r0 * g.wo, (e - 1) * per + r1 * g.wo), piece.reshape(-1, k)
 
 
+class _RowPieces:
+    """Stride-1 convolutions: im2col over the kernel *width* only, for pieces of whole images.
+
+    A piece holds, for every input row a tap row can reach (``Ho + kh - 1`` of them) and
+    every output column, the ``kw`` neighbouring pixels side by side: ``(n, Ho + kh - 1,
+    Wo, kw*C)``. Kernel row ``i`` then reads the rows ``i .. i + Ho - 1`` of it, a plain
+    view of shape ``(n, Ho*Wo, kw*C)``, so the convolution is ``kh`` GEMMs with
+    ``K = kw*C`` summed. The copy is ``kw`` instead of ``kh*kw`` times the input, which
+    measured 1.2-1.8x faster per convolution than the full im2col for CIFAR ResNets.
+    Iterating yields ``(first image, last image + 1, piece)``.
+    """
+
+    def __init__(self, x: np.ndarray, g: _Geom, a: int, b: int, tag: str) -> None:
+        self.x, self.g, self.a, self.b, self.tag = x, g, a, b, tag
+        self.hr = g.ho + g.kh - 1
+        per_image = self.hr * g.wo * g.kw * g.c * x.itemsize
+        self.nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per_image))))
+
+    def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
+        g, x, nb, hr = self.g, self.x, self.nb, self.hr
+        hp, wp = g.padded
+        key = ("pad", self.tag, g.ph, g.pw, g.h, g.w)
+        pad, fresh = _scratch((nb, hp, wp, g.c), x.dtype, tag=key)
+        if fresh:
+            pad.fill(0)  # only the interior is ever written: the border stays zero
+        buf = _scratch((nb, hr, g.wo, g.kw * g.c), x.dtype, tag=("rows", self.tag))[0]
+        for s in range(self.a, self.b, nb):
+            e = min(self.b, s + nb)
+            xp = pad[: e - s]
+            xp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :] = x[s:e].transpose(0, 2, 3, 1)
+            s0, s1, s2, s3 = xp.strides
+            win = as_strided(
+                xp,
+                (e - s, hr, g.wo, g.kw, g.c),
+                (s0, s1, s2 * g.sx, s2, s3),
+                writeable=False,
+            )
+            piece = buf[: e - s]
+            np.copyto(piece.reshape(win.shape), win)
+            yield s, e, piece
+
+
+def _tap_rows(piece: np.ndarray, i: int, g: _Geom) -> np.ndarray:
+    """Kernel row ``i``'s operand of a :class:`_RowPieces` piece: ``(n, Ho*Wo, kw*C)`` view."""
+    return piece[:, i : i + g.ho].reshape(piece.shape[0], g.ho * g.wo, piece.shape[3])
+
+
+def _rows_conv(
+    x: np.ndarray, g: _Geom, w3: np.ndarray, a: int, b: int, y: np.ndarray, tag: str
+) -> None:
+    """Stride-1 convolution of images ``a:b`` into the ``(N*Ho*Wo, Co)`` rows ``y``.
+
+    ``w3`` is the weight matrix split by kernel row: ``(kh, kw*C, Co)``.
+    """
+    per = g.ho * g.wo
+    co = w3.shape[2]
+    pieces = _RowPieces(x, g, a, b, tag)
+    tmp = _scratch((pieces.nb, per, co), x.dtype, tag=("tap", tag))[0]
+    for s, e, piece in pieces:
+        out = y[s * per : e * per].reshape(e - s, per, co)
+        np.matmul(_tap_rows(piece, 0, g), w3[0], out=out)
+        for i in range(1, g.kh):
+            t = tmp[: e - s]
+            np.matmul(_tap_rows(piece, i, g), w3[i], out=t)
+            out += t
+
+
+def _rows_grad_w(x: np.ndarray, g: _Geom, gyr: np.ndarray, a: int, b: int, gw: np.ndarray) -> None:
+    """Add the grad-weight of images ``a:b`` of a stride-1 convolution to ``gw`` (kh*kw*C, Co)."""
+    per = g.ho * g.wo
+    k3 = g.kw * g.c
+    gw3 = gw.reshape(g.kh, k3, g.co)
+    pieces = _RowPieces(x, g, a, b, "x")
+    tmp = _scratch((pieces.nb, k3, g.co), x.dtype, tag="gw3")[0]
+    for s, e, piece in pieces:
+        gy3 = gyr[s * per : e * per].reshape(e - s, per, g.co)
+        for i in range(g.kh):
+            t = tmp[: e - s]
+            np.matmul(_tap_rows(piece, i, g).transpose(0, 2, 1), gy3, out=t)
+            gw3[i] += t.sum(axis=0)
+
+
 def _pointwise_rows(x: np.ndarray, g: _Geom, a: int, b: int) -> np.ndarray:
     """Rows ``(n*Ho*Wo, C)`` of images ``a:b`` for a 1x1 convolution (a view if possible)."""
     xs = x[a:b]
@@ -422,6 +506,9 @@ def _fwd_part(a: int, b: int, x: np.ndarray, wm: np.ndarray, g: _Geom, y: np.nda
     per = g.ho * g.wo
     if g.pointwise:
         np.matmul(_pointwise_rows(x, g, a, b), wm, out=y[a * per : b * per])
+        return
+    if g.sy == 1:
+        _rows_conv(x, g, wm.reshape(g.kh, g.kw * g.c, g.co), a, b, y, "x")
         return
     for rows, col in _Pieces(x, g, a, b, wm.shape[0], "x"):
         np.matmul(col, wm, out=y[rows])
@@ -459,16 +546,18 @@ def _bwd_part(
                 gx[a:b] = 0
                 gx[a:b, :: g.sy, :: g.sx, :] = np.matmul(gyp, wm.T).reshape(b - a, g.ho, g.wo, g.c)
         return gw
-    if need_w:
+    if need_w and g.sy == 1:
+        _rows_grad_w(x, g, gyr, a, b, gw)
+    elif need_w:
         tmp = np.empty_like(gw)
         for rows, col in _Pieces(x, g, a, b, k, "x"):
             gw += np.matmul(col.T, gyr[rows], out=tmp)
     if gx is None:
         return gw
     if gt is not None:
-        gxr = gx.reshape(-1, g.c)
-        for rows, col in _Pieces(gy, gt, a, b, wt.shape[0], "gy"):
-            np.matmul(col, wt, out=gxr[rows])
+        # grad-input of a stride-1 convolution: gt is stride 1 too
+        wt3 = wt.reshape(gt.kh, gt.kw * gt.c, gt.co)
+        _rows_conv(gy, gt, wt3, a, b, gx.reshape(-1, g.c), "gy")
         return gw
     hp, wp = g.padded
     nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per * k * x.itemsize))))
