@@ -375,9 +375,10 @@ def test_without_threadpoolctl_runs_on_one_thread(monkeypatch):
 
 
 @pytest.mark.parametrize("nhwc", [False, True])
-def test_elementwise_functions_match_chainer(two_threads, nhwc):
+def test_elementwise_functions_match_chainer(two_threads, monkeypatch, nhwc):
+    monkeypatch.setattr(cpu_fast, "PARALLEL_MIN_SIZE", 1 << 12)
     rng = np.random.RandomState(2)
-    shape = (6, 8, 40, 40)  # above PARALLEL_MIN_SIZE
+    shape = (6, 8, 40, 40)  # above PARALLEL_MIN_SIZE: split over the threads
     assert np.prod(shape) >= cpu_fast.PARALLEL_MIN_SIZE
     x0 = rng.randn(*shape).astype(np.float32)
     x1 = rng.randn(*shape).astype(np.float32)
@@ -402,6 +403,7 @@ def test_elementwise_functions_match_chainer(two_threads, nhwc):
 
 
 def test_batch_normalization_many_blocks_and_large_mean(two_threads, monkeypatch):
+    monkeypatch.setattr(cpu_fast, "PARALLEL_MIN_SIZE", 1)
     # tiny blocks: the per-block statistics are merged (Chan et al.) across many blocks and
     # both threads; a large common offset checks the variance does not cancel
     monkeypatch.setattr(cpu_fast, "BN_BLOCK_BYTES", 1)
@@ -438,7 +440,8 @@ def test_keep_freed_memory_avoids_page_faults():
     assert faults < 1000  # ~4096 per fresh 16 MB array without it
 
 
-def test_relu_grad_of_a_broadcast_keeps_channels_last(two_threads):
+def test_relu_grad_of_a_broadcast_keeps_channels_last(two_threads, monkeypatch):
+    monkeypatch.setattr(cpu_fast, "PARALLEL_MIN_SIZE", 1 << 12)
     # global average pooling sends back a broadcast gradient (zero strides); the ReLU
     # gradient must come out in the activation's channels-last memory, as NumPy's own
     # order choice gives, or every later fast-path call would copy it back
