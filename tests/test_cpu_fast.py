@@ -451,3 +451,35 @@ def test_relu_grad_of_a_broadcast_keeps_channels_last(two_threads, monkeypatch):
     F.sum(F.mean(y, axis=(2, 3))).backward()
     assert xv.grad.transpose(0, 2, 3, 1).flags.c_contiguous
     np.testing.assert_array_equal(xv.grad, (xv.array > 0) / np.float32(1600))
+
+
+def test_array_pool_reuses_only_unreferenced_blocks(monkeypatch):
+    monkeypatch.setattr(cpu_fast, "POOL_MIN_BYTES", 1024)
+    pool = cpu_fast._ArrayPool()
+    a = pool.empty((16, 32), np.float32)  # 2 KB: pooled
+    addr = a.__array_interface__["data"][0]
+    view = a[3:, ::2]
+    del a
+    b = pool.empty((16, 32), np.float32)  # the view still holds the first block
+    assert b.__array_interface__["data"][0] != addr
+    del view
+    c = pool.empty((32, 16), np.float32)  # same size, any shape: the first block again
+    assert c.__array_interface__["data"][0] == addr and c.shape == (32, 16)
+    small = pool.empty((4, 4), np.float32)  # under POOL_MIN_BYTES: a plain array
+    assert small.base is None
+    nhwc = np.empty((2, 8, 8, 4), np.float32).transpose(0, 3, 1, 2)
+    like = pool.like(nhwc)
+    assert like.shape == nhwc.shape and like.transpose(0, 2, 3, 1).flags.c_contiguous
+    pool.clear()
+    assert pool.bytes == 0
+
+
+def test_array_pool_respects_its_cap(monkeypatch):
+    monkeypatch.setattr(cpu_fast, "POOL_MIN_BYTES", 1024)
+    monkeypatch.setattr(cpu_fast, "POOL_MAX_BYTES", 5000)
+    pool = cpu_fast._ArrayPool()
+    kept = [pool.empty((512,), np.float32), pool.empty((512,), np.float32)]
+    assert pool.bytes == 4096
+    extra = pool.empty((512,), np.float32)  # would exceed the cap: not pooled
+    assert extra.base is None and pool.bytes == 4096
+    assert all(k.base is not None for k in kept)
