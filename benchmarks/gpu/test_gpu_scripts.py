@@ -28,9 +28,14 @@ def test_param_counts_equal(name: str) -> None:
 
 
 def test_fractalnet_twin_matches_outputs_and_grads() -> None:
-    """Copied weights give the same logits and weight gradients (eval mode, all columns)."""
+    """Copied weights give the same logits and weight gradients (eval mode, all columns).
+
+    Exact in float64; in float32 the logits agree to rounding and the typical gradient
+    entry too (single entries can differ by a few percent, see compare_with_chainer)."""
+    r = torch_models.compare_with_chainer("fractalnet20", batch=2, dtype="float64")
+    assert r["logits"] < 1e-12 and r["grad_max"] < 1e-10
     r = torch_models.compare_with_chainer("fractalnet20", batch=2)
-    assert r["logits"] < 1e-5 and r["grad_max"] < 1e-4
+    assert r["logits"] < 1e-5 and r["grad_median"] < 1e-5
 
 
 def test_check_correctness_cpu(tmp_path) -> None:
