@@ -486,6 +486,22 @@ class _Pieces:
                 yield slice(s * per + r0 * g.wo, (e - 1) * per + r1 * g.wo), piece.reshape(-1, k)
 
 
+#: The kernel-width im2col multiplies one image at a time (``Ho*Wo`` rows per GEMM); below
+#: this many output pixels per image (FractalNet's 4x4 and 2x2 stages) the full im2col,
+#: which stacks the images into one tall GEMM, is used instead.
+ROWS_MIN_PIXELS = 64
+
+
+def _use_rows(g: _Geom) -> bool:
+    """Whether a convolution takes the kernel-width im2col path (:class:`_RowPieces`)."""
+    return g.sy == 1 and g.ho * g.wo >= ROWS_MIN_PIXELS and g.kw * g.c >= ROWS_MIN_K
+
+
+#: ... nor when a kernel row spans fewer than this many inputs (``kw*C``; 9 for an RGB
+#: image), where the kh thin GEMMs lose to one GEMM over the full ``kh*kw*C``.
+ROWS_MIN_K = 32
+
+
 class _RowPieces:
     """Stride-1 convolutions: im2col over the kernel *width* only, for pieces of whole images.
 
@@ -554,18 +570,18 @@ def _rows_conv(
 
 
 def _rows_grad_w(x: np.ndarray, g: _Geom, gyr: np.ndarray, a: int, b: int, gw: np.ndarray) -> None:
-    """Add the grad-weight of images ``a:b`` of a stride-1 convolution to ``gw`` (kh*kw*C, Co)."""
+    """Add the grad-weight of images ``a:b`` of a stride-1 convolution to ``gw`` (Co, kh*kw*C)."""
     per = g.ho * g.wo
     k3 = g.kw * g.c
-    gw3 = gw.reshape(g.kh, k3, g.co)
+    gw3 = gw.reshape(g.co, g.kh, k3)
     pieces = _RowPieces(x, g, a, b, "x")
-    tmp = _scratch((pieces.nb, k3, g.co), x.dtype, tag="gw3")[0]
+    tmp = _scratch((pieces.nb, g.co, k3), x.dtype, tag="gw3")[0]
     for s, e, piece in pieces:
-        gy3 = gyr[s * per : e * per].reshape(e - s, per, g.co)
+        gy3t = gyr[s * per : e * per].reshape(e - s, per, g.co).transpose(0, 2, 1)
         for i in range(g.kh):
             t = tmp[: e - s]
-            np.matmul(_tap_rows(piece, i, g).transpose(0, 2, 1), gy3, out=t)
-            gw3[i] += t.sum(axis=0)
+            np.matmul(gy3t, _tap_rows(piece, i, g), out=t)
+            gw3[:, i] += t.sum(axis=0)
 
 
 def _pointwise_rows(x: np.ndarray, g: _Geom, a: int, b: int) -> np.ndarray:
@@ -582,7 +598,7 @@ def _fwd_part(a: int, b: int, x: np.ndarray, wm: np.ndarray, g: _Geom, y: np.nda
     if g.pointwise:
         np.matmul(_pointwise_rows(x, g, a, b), wm, out=y[a * per : b * per])
         return
-    if g.sy == 1:
+    if _use_rows(g):
         _rows_conv(x, g, wm.reshape(g.kh, g.kw * g.c, g.co), a, b, y, "x")
         return
     for rows, col in _Pieces(x, g, a, b, wm.shape[0], "x"):
@@ -609,11 +625,13 @@ def _bwd_part(
     """
     per = g.ho * g.wo
     k = wm.shape[0]
-    gw = np.zeros((k, g.co), dtype=x.dtype) if need_w else None
+    # the grad-weight is built as (Co, kh*kw*C): turning that into Chainer's (Co, C, kh, kw)
+    # is a cheap copy, unlike from (kh*kw*C, Co)
+    gw = np.zeros((g.co, k), dtype=x.dtype) if need_w else None
     if g.pointwise:
         gyp = gyr[a * per : b * per]
         if need_w:
-            np.matmul(_pointwise_rows(x, g, a, b).T, gyp, out=gw)
+            np.matmul(gyp.T, _pointwise_rows(x, g, a, b), out=gw)
         if gx is not None:
             if g.sy == 1 and g.sx == 1:
                 np.matmul(gyp, wm.T, out=gx[a:b].reshape(-1, g.c))
@@ -621,18 +639,28 @@ def _bwd_part(
                 gx[a:b] = 0
                 gx[a:b, :: g.sy, :: g.sx, :] = np.matmul(gyp, wm.T).reshape(b - a, g.ho, g.wo, g.c)
         return gw
-    if need_w and g.sy == 1:
+    if need_w and _use_rows(g):
         _rows_grad_w(x, g, gyr, a, b, gw)
     elif need_w:
-        tmp = np.empty_like(gw)
-        for rows, col in _Pieces(x, g, a, b, k, "x"):
-            gw += np.matmul(col.T, gyr[rows], out=tmp)
+        tmp = None
+        for i, (rows, col) in enumerate(_Pieces(x, g, a, b, k, "x")):
+            if i == 0:
+                np.matmul(gyr[rows].T, col, out=gw)  # most small layers need one piece
+                continue
+            if tmp is None:
+                tmp = np.empty_like(gw)
+            gw += np.matmul(gyr[rows].T, col, out=tmp)
     if gx is None:
         return gw
-    if gt is not None:
+    if gt is not None and _use_rows(gt):
         # grad-input of a stride-1 convolution: gt is stride 1 too
         wt3 = wt.reshape(gt.kh, gt.kw * gt.c, gt.co)
         _rows_conv(gy, gt, wt3, a, b, gx.reshape(-1, g.c), "gy")
+        return gw
+    if gt is not None:
+        gxr = gx.reshape(-1, g.c)
+        for rows, col in _Pieces(gy, gt, a, b, wt.shape[0], "gy"):
+            np.matmul(col, wt, out=gxr[rows])
         return gw
     hp, wp = g.padded
     nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per * k * x.itemsize))))
@@ -649,10 +677,27 @@ def _bwd_part(
     return gw
 
 
-def _conv_forward_dense(x: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
-    """Ungrouped convolution forward as ``(M, Co)`` rows, parallel over images."""
+#: Convolutions with fewer output rows (``N*Ho*Wo``) than this are not split over the
+#: workers: each worker would stream the whole weight matrix for a handful of rows, so one
+#: call with NumPy's BLAS as configured (it splits the GEMM itself) is faster.
+DENSE_MIN_ROWS = 2048
+
+
+def _few_rows(g: _Geom) -> bool:
+    """Whether a convolution is too short (in output rows) to split over the workers."""
+    return g.n * g.ho * g.wo < DENSE_MIN_ROWS
+
+
+def _conv_forward_dense(x: np.ndarray, wm: np.ndarray, g: _Geom) -> np.ndarray:
+    """Ungrouped convolution forward as ``(M, Co)`` rows, parallel over images.
+
+    ``wm`` is the ``(kh*kw*C, Co)`` weight matrix (:func:`_w_matrix`).
+    """
     y = _POOL.empty((g.n * g.ho * g.wo, g.co), x.dtype)
-    _WORKERS.run(_fwd_part, g.n, x, _w_matrix(W, g)[0], g, y)
+    if _few_rows(g):
+        _fwd_part(0, g.n, x, wm, g, y)
+    else:
+        _WORKERS.run(_fwd_part, g.n, x, wm, g, y)
     return y
 
 
@@ -664,25 +709,35 @@ def _conv_backward_dense(
     g: _Geom,
     need_x: bool,
     need_w: bool,
+    wm: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """Ungrouped convolution gradients ``(gx NCHW-shaped NHWC memory, gW)``, parallel."""
-    wm = _w_matrix(W, g)[0]
+    """Ungrouped convolution gradients ``(gx NCHW-shaped NHWC memory, gW)``, parallel.
+
+    ``wm`` is the forward pass's weight matrix if it kept it (else it is rebuilt).
+    """
+    wm = _w_matrix(W, g)[0] if wm is None else wm
     gx = gt = wt = None
     if need_x:
         gx = _POOL.empty((g.n, g.h, g.w, g.c), x.dtype)
         if g.sy == 1 and g.sx == 1 and not g.pointwise and g.ph < g.kh and g.pw < g.kw:
-            # stride 1: grad-input is the convolution of gy by the flipped, transposed kernel
+            # stride 1: grad-input is the convolution of gy by the flipped, transposed kernel;
+            # worth its weight transpose only on the kernel-width path (for small maps the
+            # column gradient folded back by slice-adds is cheaper)
             wf = W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1]
             gt = _Geom(gy.shape, wf.shape, (1, 1), (g.kh - 1 - g.ph, g.kw - 1 - g.pw), 1)
             assert (gt.ho, gt.wo) == (g.h, g.w)
-            wt = _w_matrix(wf, gt)[0]
-    parts = _WORKERS.run(_bwd_part, g.n, x, gy, gyr, wm, g, gx, gt, wt, need_w)
+            if _use_rows(gt):
+                wt = _w_matrix(wf, gt)[0]
+            else:
+                gt = None
+    args = (x, gy, gyr, wm, g, gx, gt, wt, need_w)
+    parts = [_bwd_part(0, g.n, *args)] if _few_rows(g) else _WORKERS.run(_bwd_part, g.n, *args)
     gw = None
     if need_w:
         gwm = parts[0]
         for p in parts[1:]:
             gwm += p
-        gw = gwm.reshape(g.kh, g.kw, g.c, g.co).transpose(3, 2, 0, 1)
+        gw = gwm.reshape(g.co, g.kh, g.kw, g.c).transpose(0, 3, 1, 2)
         gw = np.ascontiguousarray(gw).astype(W.dtype, copy=False)
     return (None if gx is None else gx.transpose(0, 3, 1, 2)), gw
 
@@ -747,11 +802,16 @@ def _depthwise(g: _Geom) -> bool:
     return g.g > 1 and g.g == g.c
 
 
-def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom) -> np.ndarray:
-    """Compute an NCHW-shaped (NHWC-memory) convolution output on NumPy arrays."""
+def conv_forward(
+    x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom, wm: np.ndarray | None = None
+) -> np.ndarray:
+    """Compute an NCHW-shaped (NHWC-memory) convolution output on NumPy arrays.
+
+    ``wm``: the ungrouped weight matrix ``_w_matrix(W, g)[0]`` if the caller has it.
+    """
     m = g.n * g.ho * g.wo
     if g.g == 1:
-        y = _conv_forward_dense(x, W, g)
+        y = _conv_forward_dense(x, _w_matrix(W, g)[0] if wm is None else wm, g)
     elif _depthwise(g):
         y = _depthwise_forward(x, W, g)
     else:
@@ -764,12 +824,18 @@ def conv_forward(x: np.ndarray, W: np.ndarray, b: np.ndarray | None, g: _Geom) -
 
 
 def conv_backward(
-    x: np.ndarray, W: np.ndarray, gy: np.ndarray, g: _Geom, need_x: bool, need_w: bool
+    x: np.ndarray,
+    W: np.ndarray,
+    gy: np.ndarray,
+    g: _Geom,
+    need_x: bool,
+    need_w: bool,
+    wm: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Return ``(gx, gW, gy_rows)`` for a convolution; gx is NCHW-shaped with NHWC memory."""
     gyr = _rows(gy)
     if g.g == 1:
-        return (*_conv_backward_dense(x, W, gy, gyr, g, need_x, need_w), gyr)
+        return (*_conv_backward_dense(x, W, gy, gyr, g, need_x, need_w, wm), gyr)
     if _depthwise(g):
         return (*_depthwise_backward(x, W, gyr, g, need_x, need_w), gyr)
     gx = gw = None
@@ -850,8 +916,11 @@ class FastConvolution2D(function_node.FunctionNode):
         self.retain_inputs((0, 1))
         x, W = inputs[:2]
         b = inputs[2] if len(inputs) == 3 else None
-        self._geom = _Geom(x.shape, W.shape, self.stride, self.pad, self.groups)
-        return (conv_forward(x, W, b, self._geom),)
+        g = self._geom = _Geom(x.shape, W.shape, self.stride, self.pad, self.groups)
+        # the transposed weight matrix is kept for the backward pass (W does not change in
+        # between); rebuilding it costs a strided copy of the weights (~4 ms for 512x512x3x3)
+        self._wm = _w_matrix(W, g)[0] if self.groups == 1 else None
+        return (conv_forward(x, W, b, g, self._wm),)
 
     def backward(self, indexes: tuple[int, ...], grad_outputs: tuple) -> tuple:
         """First-order gradients on the fast path; Chainer's graph when double backprop is on."""
@@ -860,8 +929,9 @@ class FastConvolution2D(function_node.FunctionNode):
         if chainer.config.enable_backprop:
             return self._chainer_backward(indexes, x, W, gy)
         gx, gw, gyr = conv_backward(
-            x.array, W.array, gy.array, self._geom, 0 in indexes, 1 in indexes
+            x.array, W.array, gy.array, self._geom, 0 in indexes, 1 in indexes, self._wm
         )
+        self._wm = None
         ret = []
         if 0 in indexes:
             ret.append(chainer.Variable(gx.astype(x.dtype, copy=False), requires_grad=False))

@@ -53,8 +53,29 @@ def _conv_both(case, dtype=np.float32, seed=0):
     return out
 
 
+@pytest.fixture(params=["kernel-width im2col", "full im2col"])
+def conv_path(request, monkeypatch):
+    """Run a test on each of the two stride-1 convolution paths, whatever the sizes."""
+    if request.param == "kernel-width im2col":
+        monkeypatch.setattr(cpu_fast, "ROWS_MIN_PIXELS", 1)
+        monkeypatch.setattr(cpu_fast, "ROWS_MIN_K", 1)
+    else:
+        monkeypatch.setattr(cpu_fast, "ROWS_MIN_PIXELS", 1 << 30)
+    monkeypatch.setattr(cpu_fast, "DENSE_MIN_ROWS", 1)  # split even tiny batches over threads
+    return request.param
+
+
+def test_conv_paths_are_chosen_by_size():
+    g = cpu_fast._Geom((8, 16, 32, 32), (16, 16, 3, 3), (1, 1), (1, 1), 1)
+    assert cpu_fast._use_rows(g)  # a CIFAR ResNet stage-1 layer
+    small = cpu_fast._Geom((8, 512, 2, 2), (512, 512, 3, 3), (1, 1), (1, 1), 1)
+    rgb = cpu_fast._Geom((8, 3, 32, 32), (16, 3, 3, 3), (1, 1), (1, 1), 1)
+    strided = cpu_fast._Geom((8, 16, 32, 32), (32, 16, 3, 3), (2, 2), (1, 1), 1)
+    assert not any(cpu_fast._use_rows(v) for v in (small, rgb, strided))
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
-def test_conv_matches_chainer(case):
+def test_conv_matches_chainer(case, conv_path):
     out = _conv_both(case)
     assert out[True][0].creator.__class__ is cpu_fast.FastConvolution2D
     assert out[False][0].creator.__class__ is not cpu_fast.FastConvolution2D
@@ -68,7 +89,7 @@ def test_conv_matches_chainer(case):
 
 
 @pytest.mark.parametrize("chunk", [1, 3000])
-def test_conv_chunked_im2col_matches(monkeypatch, chunk):
+def test_conv_chunked_im2col_matches(monkeypatch, chunk, conv_path):
     monkeypatch.setattr(cpu_fast, "CHUNK_BYTES", chunk)
     cpu_fast.release_buffers()
     for case in (CONV_CASES[0], CONV_CASES[1], CONV_CASES[9]):
@@ -82,7 +103,7 @@ def test_conv_chunked_im2col_matches(monkeypatch, chunk):
 
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 3, 5, 6, 9)])
-def test_conv_check_backward(case):
+def test_conv_check_backward(case, conv_path):
     n, c, h, w, co, k, s, p, g, bias = case
     kh, kw = (k, k) if isinstance(k, int) else k
     rng = np.random.RandomState(3)
@@ -304,7 +325,7 @@ def two_threads():
 
 @pytest.mark.parametrize("case", [CONV_CASES[i] for i in (0, 1, 2, 3, 9)])
 @pytest.mark.parametrize("chunk", [1, 1 << 30])
-def test_threaded_conv_equals_one_thread(two_threads, monkeypatch, case, chunk):
+def test_threaded_conv_equals_one_thread(two_threads, monkeypatch, case, chunk, conv_path):
     # chunk=1 cuts every image into single output rows, 1 << 30 keeps each part whole
     monkeypatch.setattr(cpu_fast, "CHUNK_BYTES", chunk)
     n, c, h, w, co, k, s, p, g, bias = case
