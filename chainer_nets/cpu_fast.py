@@ -373,10 +373,12 @@ class _Workers:
     def run(self, fn: Any, n: int, *args: Any) -> list:
         """``[fn(start, stop, *args) for each task range]``, in task order.
 
-        ``range(n)`` is cut into :data:`TASKS_PER_THREAD` tasks per worker that the threads
-        (the calling one included) take in turn as they become free, which evens out
-        unequal speeds. The tasks and the order of the returned results depend only on
-        ``n`` and the thread count, so results reduced from them are reproducible.
+        ``range(n)`` is cut into :data:`TASKS_PER_THREAD` tasks per worker (1 by default: more,
+        smaller tasks balanced unequal speeds but measured slower) that the threads, the
+        calling one included, take in turn as they become free; a failing task stops the
+        others from starting new ones. The tasks and the order of the returned results
+        depend only on ``n`` and the thread count, so results reduced from them are
+        reproducible.
         """
         tasks = self.split(n, TASKS_PER_THREAD)
         old = None
@@ -445,6 +447,22 @@ def set_threads(n: int | None = None) -> int:
     return _WORKERS.threads
 
 
+def _padded_images(
+    x: np.ndarray, g: _Geom, a: int, b: int, nb: int, tag: str
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(s, e, padded)``: images ``s:e`` of ``a:b`` (``nb`` at a time) of NCHW-shaped ``x``,
+    copied into this thread's zero-bordered NHWC buffer ``(e - s, Hp, Wp, C)``."""
+    hp, wp = g.padded
+    pad, fresh = _scratch((nb, hp, wp, g.c), x.dtype, tag=("pad", tag, g.ph, g.pw, g.h, g.w))
+    if fresh:
+        pad.fill(0)  # only the interior is ever written: the border stays zero
+    for s in range(a, b, nb):
+        e = min(b, s + nb)
+        xp = pad[: e - s]
+        xp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :] = x[s:e].transpose(0, 2, 3, 1)
+        yield s, e, xp
+
+
 class _Pieces:
     """Cache-sized pieces of the im2col matrix of images ``a:b``, built in this thread's buffers.
 
@@ -462,19 +480,11 @@ class _Pieces:
             self.nb, self.rb = 1, rows
 
     def __iter__(self) -> Iterator[tuple[slice, np.ndarray]]:
-        g, x, nb, rb = self.g, self.x, self.nb, self.rb
-        hp, wp = g.padded
-        key = ("pad", self.tag, g.ph, g.pw, g.h, g.w)
-        pad, fresh = _scratch((nb, hp, wp, g.c), x.dtype, tag=key)
-        if fresh:
-            pad.fill(0)  # only the interior is ever written: the border stays zero
+        g, nb, rb = self.g, self.nb, self.rb
         k = g.kh * g.kw * g.c
-        col = _scratch((nb * rb * g.wo, k), x.dtype, tag=("col", self.tag))[0]
+        col = _scratch((nb * rb * g.wo, k), self.x.dtype, tag=("col", self.tag))[0]
         per = g.ho * g.wo
-        for s in range(self.a, self.b, nb):
-            e = min(self.b, s + nb)
-            xp = pad[: e - s]
-            xp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :] = x[s:e].transpose(0, 2, 3, 1)
+        for s, e, xp in _padded_images(self.x, g, self.a, self.b, nb, self.tag):
             win = _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo)
             for r0 in range(0, g.ho, rb):
                 r1 = min(g.ho, r0 + rb)
@@ -521,17 +531,9 @@ class _RowPieces:
         self.nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per_image))))
 
     def __iter__(self) -> Iterator[tuple[int, int, np.ndarray]]:
-        g, x, nb, hr = self.g, self.x, self.nb, self.hr
-        hp, wp = g.padded
-        key = ("pad", self.tag, g.ph, g.pw, g.h, g.w)
-        pad, fresh = _scratch((nb, hp, wp, g.c), x.dtype, tag=key)
-        if fresh:
-            pad.fill(0)  # only the interior is ever written: the border stays zero
-        buf = _scratch((nb, hr, g.wo, g.kw * g.c), x.dtype, tag=("rows", self.tag))[0]
-        for s in range(self.a, self.b, nb):
-            e = min(self.b, s + nb)
-            xp = pad[: e - s]
-            xp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :] = x[s:e].transpose(0, 2, 3, 1)
+        g, nb, hr = self.g, self.nb, self.hr
+        buf = _scratch((nb, hr, g.wo, g.kw * g.c), self.x.dtype, tag=("rows", self.tag))[0]
+        for s, e, xp in _padded_images(self.x, g, self.a, self.b, nb, self.tag):
             s0, s1, s2, s3 = xp.strides
             win = as_strided(
                 xp,
@@ -1299,7 +1301,7 @@ def _elementwise_ok(*arrays: Any) -> bool:
         and a0.ndim >= 2
         and a0.size >= PARALLEL_MIN_SIZE
         and all(a.shape == a0.shape and a.dtype == a0.dtype for a in arrays[1:])
-        and _WORKERS.split(a0.shape[0]).__len__() > 1
+        and len(_WORKERS.split(a0.shape[0])) > 1
     )
 
 
