@@ -243,6 +243,17 @@ def param_check(names: str | list[str]) -> list[dict]:
 # Quick training
 
 
+def show_recipe(name: str, note: str = ""):
+    """Print a recipe's summary (plus ``note``) and its listed departures from the paper."""
+    from chainer_nets.recipes import get_recipe
+
+    recipe = get_recipe(name)
+    print(recipe.summary() + (f"; {note}" if note else ""))
+    for departure in recipe.departures:
+        print("-", departure)
+    return recipe
+
+
 def register_sibling(
     name: str, like: str, factory, description: str, recipe: str | None = None, **kwargs
 ) -> ModelInfo:

@@ -116,12 +116,7 @@ _ = nb.param_check("highway_fitnet19")
 # in the recipe file:
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("highway")
-print(r.summary())
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("highway")
 
 # %% [markdown]
 # ## Quick run (CPU)

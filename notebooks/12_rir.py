@@ -98,12 +98,7 @@ _ = nb.param_check("rir_wide18")
 # weight decay 1e-4: the 2016 Chainer code's first defaults, which it attributes to the paper.
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("rir")
-print(r.summary())
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("rir")
 
 # %% [markdown]
 # ## Quick run (CPU)

@@ -237,12 +237,7 @@ assert all(c["agrees"] for c in checks), checks
 # 75% of 500 epochs (the official code's `main.lua`; the paper trains 500 epochs on CIFAR-10).
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("stochastic_depth")
-print(r.summary())
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("stochastic_depth")
 
 # %% [markdown]
 # ## 5. A quick training run (CPU)

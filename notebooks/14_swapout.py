@@ -232,12 +232,7 @@ print(f"swapout_v2_20_w4: {n20:,} parameters (no paper figure to compare with)")
 # ## 5. Recipe
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("swapout")
-print(r.summary())
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("swapout")
 
 # %% [markdown]
 # ## 6. A quick training run (CPU)

@@ -118,12 +118,7 @@ _ = nb.param_check("wresnet_d1192")
 # ## Recipe
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("weighted_residual")
-print(r.summary(), f"; lambda: fixed lr {LAMBDA_LR}, projected into [-1, 1]")
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("weighted_residual", f"lambda: fixed lr {LAMBDA_LR}, projected into [-1, 1]")
 
 # %% [markdown]
 # ## Quick run (CPU)

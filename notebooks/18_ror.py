@@ -246,12 +246,7 @@ nb.show_md(
 # ## 4. Recipe
 
 # %%
-from chainer_nets.recipes import get_recipe
-
-r = get_recipe("ror")
-print(r.summary())
-for d in r.departures:
-    print("-", d)
+_ = nb.show_recipe("ror")
 
 # %% [markdown]
 # ## 5. A quick training run (CPU)
