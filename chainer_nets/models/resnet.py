@@ -23,7 +23,7 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3, zero_pad_shortcut
+from chainer_nets.blocks import ClassifierHead, bn, conv3x3, stage_plan, zero_pad_shortcut
 from chainer_nets.registry import ModelInfo, register
 
 ARXIV = "1512.03385"
@@ -61,13 +61,9 @@ class ResNetCifar(chainer.Chain):
             self.conv1 = conv3x3(3, widths[0])
             self.bn1 = bn(widths[0])
             self.blocks = chainer.ChainList()
-            in_ch = widths[0]
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    self.blocks.append(BasicBlock(in_ch, width, stride))
-                    in_ch = width
-            self.head = ClassifierHead(in_ch, n_classes)
+            for b in stage_plan(widths[0], widths, n):
+                self.blocks.append(BasicBlock(b.in_ch, b.out_ch, b.stride))
+            self.head = ClassifierHead(widths[-1], n_classes)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Class scores (logits) for a batch of 3x32x32 images."""

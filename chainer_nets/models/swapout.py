@@ -48,7 +48,7 @@ import math
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, conv3x3
+from chainer_nets.blocks import PreActHead, bernoulli_mask, conv3x3, stage_plan
 from chainer_nets.models.wide_resnet import WideBasic
 from chainer_nets.registry import ModelInfo, register
 
@@ -71,11 +71,8 @@ def swapout(
     x, fx = chainer.as_variable(x), chainer.as_variable(fx)
     if not _sampling():
         return theta1 * x + theta2 * fx
-    xp = chainer.backend.get_array_module(fx)
-    shape = fx.shape
-    m1 = (xp.random.random_sample(shape) < theta1).astype(fx.dtype)
-    m2 = (xp.random.random_sample(shape) < theta2).astype(fx.dtype)
-    return x * m1 + fx * m2
+    # drawn on the arrays' device, in single precision on CuPy
+    return x * bernoulli_mask(fx, theta1) + fx * bernoulli_mask(fx, theta2)
 
 
 def linear_schedule(index: int, total: int, start: float = 1.0, end: float = 0.5) -> float:
@@ -123,19 +120,13 @@ class SwapoutResNet(chainer.Chain):
         self.inference, self.samples = inference, samples
         n = (depth - 2) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
-        total = 3 * n
         with self.init_scope():
             self.conv1 = conv3x3(3, widths[0])
             self.blocks = chainer.ChainList()
-            in_ch, index = widths[0], 0
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    index += 1
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    theta = linear_schedule(index, total, start, end)
-                    self.blocks.append(SwapoutUnit(in_ch, width, stride, theta, theta))
-                    in_ch = width
-            self.head = PreActHead(in_ch, n_classes)
+            for index, b in enumerate(stage_plan(widths[0], widths, n), start=1):
+                theta = linear_schedule(index, 3 * n, start, end)
+                self.blocks.append(SwapoutUnit(b.in_ch, b.out_ch, b.stride, theta, theta))
+            self.head = PreActHead(widths[-1], n_classes)
 
     def logits(self, x: chainer.Variable) -> chainer.Variable:
         """One pass: masks sampled in training (or while sampling), expectations otherwise."""
