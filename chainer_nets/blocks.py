@@ -254,3 +254,19 @@ def bernoulli_mask(like: chainer.Variable, p: float) -> chainer.types.NdArray:
     else:
         u = xp.random.random_sample(like.shape, dtype=numpy.float32)
     return (u < p).astype(like.dtype)
+
+
+class StagedNetwork(chainer.Chain):
+    """A stem, a chain of blocks (``self.blocks``) and a head (``self.head``): the outline of
+    every single-stream CIFAR residual network here; subclasses define :meth:`stem`."""
+
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """The layers before the first block."""
+        raise NotImplementedError
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores (logits) for a batch of 3x32x32 images: head(blocks(stem(x)))."""
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)

@@ -38,7 +38,15 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, bn, conv1x1, conv3x3, stage_plan, zero_pad_shortcut
+from chainer_nets.blocks import (
+    PreActHead,
+    StagedNetwork,
+    bn,
+    conv1x1,
+    conv3x3,
+    stage_plan,
+    zero_pad_shortcut,
+)
 from chainer_nets.registry import ModelInfo, register
 
 ARXIV = "1603.05027"
@@ -98,7 +106,7 @@ class PreActBottleneck(chainer.Chain):
         return h + (self.shortcut(a) if self.project else x)
 
 
-class PreActResNetCifar(chainer.Chain):
+class PreActResNetCifar(StagedNetwork):
     """Pre-activation ResNet for CIFAR: conv3x3(16), three stages, BN-ReLU-GAP-FC."""
 
     def __init__(self, depth: int, bottleneck: bool, n_classes: int = 10) -> None:
@@ -116,12 +124,9 @@ class PreActResNetCifar(chainer.Chain):
                     self.blocks.append(PreActBasic(b.in_ch, b.out_ch, b.stride, b.index == 0))
             self.head = PreActHead(widths[-1] * expansion, n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
 
 
 # name, depth, bottleneck, paper's test error %, paper's parameter count (M): Table 3 / Table 4.

@@ -23,7 +23,14 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3, stage_plan, zero_pad_shortcut
+from chainer_nets.blocks import (
+    ClassifierHead,
+    StagedNetwork,
+    bn,
+    conv3x3,
+    stage_plan,
+    zero_pad_shortcut,
+)
 from chainer_nets.registry import ModelInfo, register
 
 ARXIV = "1512.03385"
@@ -52,7 +59,7 @@ class BasicBlock(chainer.Chain):
         return F.relu(self.residual(x) + zero_pad_shortcut(x, self.out_ch, self.stride))
 
 
-class ResNetCifar(chainer.Chain):
+class ResNetCifar(StagedNetwork):
     """The paper's CIFAR-10 ResNet with 6n+2 weighted layers."""
 
     def __init__(self, n: int, widths: tuple[int, int, int] = (16, 32, 64), n_classes: int = 10):
@@ -65,12 +72,9 @@ class ResNetCifar(chainer.Chain):
                 self.blocks.append(BasicBlock(b.in_ch, b.out_ch, b.stride))
             self.head = ClassifierHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = F.relu(self.bn1(self.conv1(x)))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv3x3-BN-ReLU."""
+        return F.relu(self.bn1(self.conv1(x)))
 
 
 # (depth, paper's test error %, paper's parameter count in millions): Table 6.

@@ -64,6 +64,7 @@ import chainer.functions as F
 from chainer_nets.blocks import (
     TORCH_FAN_IN,
     ClassifierHead,
+    StagedNetwork,
     bn,
     conv3x3,
     init_scheme,
@@ -108,7 +109,7 @@ class StochasticDepthBlock(BasicBlock):
         return chainer.as_variable(h) if r is None else F.relu(h + r)
 
 
-class StochasticDepthResNet(chainer.Chain):
+class StochasticDepthResNet(StagedNetwork):
     r"""CIFAR ResNet with :math:`6n+2` layers and linearly decaying survival probabilities (Eq. 4)."""
 
     def __init__(
@@ -133,12 +134,9 @@ class StochasticDepthResNet(chainer.Chain):
         """The survival probability :math:`p_\\ell` of every block, first to last."""
         return [block.survival for block in self.blocks]
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = F.relu(self.bn1(self.conv1(x)))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv3x3-BN-ReLU."""
+        return F.relu(self.bn1(self.conv1(x)))
 
 
 # name, depth, paper's CIFAR-10+ test error % (Table 1 / abstract), paper's params (M).

@@ -48,7 +48,7 @@ import math
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, bernoulli_mask, conv3x3, stage_plan
+from chainer_nets.blocks import PreActHead, StagedNetwork, bernoulli_mask, conv3x3, stage_plan
 from chainer_nets.models.wide_resnet import WideBasic
 from chainer_nets.registry import ModelInfo, register
 
@@ -99,7 +99,7 @@ class SwapoutUnit(WideBasic):
         return swapout(self.skip(x, a), self.residual(a), self.theta1, self.theta2)
 
 
-class SwapoutResNet(chainer.Chain):
+class SwapoutResNet(StagedNetwork):
     """Swapout v2(6n+2) W×k: pre-activation basic units with the Linear(start, end) schedule."""
 
     def __init__(
@@ -128,12 +128,13 @@ class SwapoutResNet(chainer.Chain):
                 self.blocks.append(SwapoutUnit(b.in_ch, b.out_ch, b.stride, theta, theta))
             self.head = PreActHead(widths[-1], n_classes)
 
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
+
     def logits(self, x: chainer.Variable) -> chainer.Variable:
         """One pass: masks sampled in training (or while sampling), expectations otherwise."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+        return StagedNetwork.forward(self, x)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Logits in training and deterministic inference; log of the mean softmax of

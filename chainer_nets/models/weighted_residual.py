@@ -50,6 +50,7 @@ from chainer import initializers
 
 from chainer_nets.blocks import (
     ClassifierHead,
+    StagedNetwork,
     bn,
     conv3x3,
     linear_decay_survival,
@@ -139,7 +140,7 @@ def linear_survival(n_blocks: int, p_last: float) -> list[float]:
     return [linear_decay_survival(i, n_blocks, p_last) for i in range(1, n_blocks + 1)]
 
 
-class WeightedResNet(chainer.Chain):
+class WeightedResNet(StagedNetwork):
     """WResNet for CIFAR: conv3x3(16)-BN-ReLU, three stages of weighted residual blocks, GAP, FC."""
 
     def __init__(
@@ -161,12 +162,9 @@ class WeightedResNet(chainer.Chain):
                 self.blocks.append(WeightedResidualBlock(b.in_ch, b.out_ch, b.stride, p))
             self.head = ClassifierHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = F.relu(self.bn1(self.conv1(x)))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv3x3-BN-ReLU."""
+        return F.relu(self.bn1(self.conv1(x)))
 
     def residual_weights(self) -> list[chainer.Parameter]:
         """Every block's lambda."""

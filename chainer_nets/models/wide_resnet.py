@@ -35,6 +35,7 @@ import chainer.functions as F
 from chainer_nets.blocks import (
     TORCH_FAN_IN,
     PreActHead,
+    StagedNetwork,
     bn,
     conv1x1,
     conv3x3,
@@ -82,7 +83,7 @@ class WideBasic(chainer.Chain):
         return self.skip(x, a) + self.residual(a)
 
 
-class WideResNet(chainer.Chain):
+class WideResNet(StagedNetwork):
     """WRN-d-k for CIFAR."""
 
     def __init__(self, depth: int, widen: int, dropout: float = 0.0, n_classes: int = 10) -> None:
@@ -98,12 +99,9 @@ class WideResNet(chainer.Chain):
                 self.blocks.append(WideBasic(b.in_ch, b.out_ch, b.stride, dropout))
             self.head = PreActHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
 
 
 # name, depth, k, dropout, CIFAR-10 error % (authors' README, meanstd, median of 5 runs; None
