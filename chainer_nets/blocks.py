@@ -230,7 +230,8 @@ def stochastic_depth(
 
     The draw decides host-side control flow, so it comes from ``numpy.random`` (seeded by
     ``chainer_nets.train --seed``) whether the arrays live on NumPy or CuPy: this avoids a
-    device-to-host synchronisation per block. It is the only host-side draw a model may make.
+    device-to-host synchronisation per block. Models draw on the host only through
+    :func:`host_uniform` and :func:`host_randint`.
     """
     if chainer.config.train:
         if survival < 1.0 and host_uniform() >= survival:
@@ -240,9 +241,17 @@ def stochastic_depth(
     return h if survival == 1.0 else h * survival
 
 
-def host_uniform() -> float:
-    """One U(0, 1) draw on the host from ``numpy.random``: for decisions that steer control flow."""
-    return float(numpy.random.random_sample())
+def host_uniform(size: int | None = None) -> float | numpy.ndarray:
+    """U(0, 1) draws on the host from ``numpy.random`` (one float, or an array of ``size``): for
+    decisions that steer control flow, which need no device access."""
+    if size is None:
+        return float(numpy.random.random_sample())
+    return numpy.random.random_sample(size)
+
+
+def host_randint(high: int) -> int:
+    """One integer in ``[0, high)`` on the host from ``numpy.random`` (control flow only)."""
+    return int(numpy.random.randint(high))
 
 
 def bernoulli_mask(like: chainer.Variable, p: float) -> chainer.types.NdArray:

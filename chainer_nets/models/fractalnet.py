@@ -40,7 +40,8 @@ extracted from the trained fractal.
 Per block, dropout with rates 0, 0.1, 0.2, 0.3, 0.4 sits after each convolution, before the
 BN and ReLU (the order of the authors' generated Caffe prototxt). All random decisions of
 drop-path are host-side control flow, so they are drawn from ``numpy.random`` (seeded by
-``chainer_nets.train --seed``) for NumPy and CuPy arrays alike; dropout uses Chainer's own
+``chainer_nets.train --seed``; :func:`chainer_nets.blocks.host_uniform` and
+:func:`~chainer_nets.blocks.host_randint`) for NumPy and CuPy arrays alike; dropout uses Chainer's own
 generator. ``chainer.config.train`` switches everything.
 
 **Parameter count.** The paper's Table 1 prints 38.6M for the 20-layer network. Ours has
@@ -63,7 +64,7 @@ import chainer
 import chainer.functions as F
 import numpy
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3
+from chainer_nets.blocks import ClassifierHead, bn, conv3x3, host_randint, host_uniform
 from chainer_nets.registry import ModelInfo, register
 
 ARXIV = "1605.07648"
@@ -75,10 +76,9 @@ def local_keep_mask(n: int, p: float, rng: numpy.random.RandomState | None = Non
 
     If every input was dropped, one drawn uniformly is kept (the authors' Caffe rule).
     """
-    rng = numpy.random if rng is None else rng
-    keep = rng.random_sample(n) >= p
+    keep = (host_uniform(n) if rng is None else rng.random_sample(n)) >= p
     if not keep.any():
-        keep[rng.randint(n)] = True
+        keep[host_randint(n) if rng is None else rng.randint(n)] = True
     return keep
 
 
@@ -212,8 +212,8 @@ class FractalNet(chainer.Chain):
 
     def sample_plan(self) -> tuple[str, int | None]:
         """Draw one mini-batch's drop-path: ("global", column) or ("local", None)."""
-        if self.global_ratio > 0 and numpy.random.random_sample() < self.global_ratio:
-            return "global", int(numpy.random.randint(self.n_columns))
+        if self.global_ratio > 0 and host_uniform() < self.global_ratio:
+            return "global", host_randint(self.n_columns)
         return ("local", None) if self.local_drop > 0 else ("all", None)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
