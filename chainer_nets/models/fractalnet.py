@@ -65,7 +65,7 @@ import chainer.functions as F
 import numpy
 
 from chainer_nets.blocks import ClassifierHead, bn, conv3x3, host_randint, host_uniform
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.07648"
 PAPER = "FractalNet"
@@ -235,27 +235,21 @@ class FractalNet(chainer.Chain):
         return self.head(h)
 
 
-register(
-    ModelInfo(
-        name="fractalnet20",
-        factory=FractalNet,
-        kwargs={"n_columns": 3},
-        paper_no=16,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="fractalnet",
-        # Table 1, 20 layers with dropout and drop-path, C10+ (standard augmentation): 4.60% error.
-        # The 95.41 quoted in the 2016 list is the C10++ entry (4.59%). Not read in the PDF here;
-        # the PyTorch re-implementation khanrc/pt.fractalnet quotes the same table entries
-        # (third-party corroboration, see the notebook).
-        paper_accuracy=95.40,
-        paper_params="38.6",
-        params_mismatch=(
-            "33.7M (33,704,000 conv/linear weights) against the paper's 38.6M: the layout the "
-            "paper describes (widths 64-512, C=3, B=5) gives 33.7M however BN and biases are "
-            "counted. khanrc/pt.fractalnet reports the same gap (paper 38.6M, its faithful "
-            "layout 33.7M); the 38.6M is not read in the PDF itself (see the module docstring)"
-        ),
-        description="FractalNet B=5, C=3 (20 layers), local+global drop-path, dropout 0-0.4",
-    )
+Paper(16, PAPER, ARXIV, "fractalnet").register(
+    "fractalnet20",
+    FractalNet,
+    kwargs={"n_columns": 3},
+    # Table 1, 20 layers with dropout and drop-path, C10+ (standard augmentation): 4.60% error.
+    # The 95.41 quoted in the 2016 list is the C10++ entry (4.59%). Not read in the PDF here;
+    # the PyTorch re-implementation khanrc/pt.fractalnet quotes the same table entries
+    # (third-party corroboration, see the notebook).
+    paper_accuracy=95.40,
+    paper_params="38.6",
+    params_mismatch=(
+        "33.7M (33,704,000 conv/linear weights) against the paper's 38.6M: the layout the "
+        "paper describes (widths 64-512, C=3, B=5) gives 33.7M however BN and biases are "
+        "counted. khanrc/pt.fractalnet reports the same gap (paper 38.6M, its faithful "
+        "layout 33.7M); the 38.6M is not read in the PDF itself (see the module docstring)"
+    ),
+    description="FractalNet B=5, C=3 (20 layers), local+global drop-path, dropout 0-0.4",
 )

@@ -61,7 +61,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
 
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1507.06228"
 PAPER = "Training Very Deep Networks (Highway Networks)"
@@ -188,18 +188,11 @@ class HighwayFitNet(chainer.Chain):
         return self.fc(self._drop(h))
 
 
-register(
-    ModelInfo(
-        name="highway_fitnet19",
-        factory=HighwayFitNet,
-        kwargs={},
-        paper_no=7,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="highway",
-        paper_accuracy=92.46,
-        paper_params="2.3",
-        params_counting="all",
-        description="Highway B: 19-layer FitNet-style convolutional highway net (authors' Caffe layout)",
-    )
+Paper(7, PAPER, ARXIV, "highway").register(
+    "highway_fitnet19",
+    HighwayFitNet,
+    paper_accuracy=92.46,
+    paper_params="2.3",
+    params_counting="all",
+    description="Highway B: 19-layer FitNet-style convolutional highway net (authors' Caffe layout)",
 )

@@ -47,7 +47,7 @@ from chainer_nets.blocks import (
     stage_plan,
     zero_pad_shortcut,
 )
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1603.05027"
 PAPER = "Identity Mappings in Deep Residual Networks (pre-activation ResNet)"
@@ -130,28 +130,21 @@ class PreActResNetCifar(StagedNetwork):
 
 
 # name, depth, bottleneck, paper's test error %, paper's parameter count (M): Table 3 / Table 4.
+_PAPER = Paper(11, PAPER, ARXIV, "preresnet")
 for _name, _depth, _bottleneck, _err, _params in [
     ("preresnet110", 110, False, 6.37, "1.7"),
     ("preresnet164", 164, True, 5.46, "1.7"),
     ("preresnet1001", 1001, True, 4.92, "10.2"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=PreActResNetCifar,
-            kwargs={"depth": _depth, "bottleneck": _bottleneck},
-            paper_no=11,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="preresnet",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            # 10.2M for ResNet-1001 is the count of conv/linear weights; with BN's
-            # scale and shift the same network has 10.33M parameters.
-            params_counting="weights",
-            description=(
-                f"pre-activation ResNet-{_depth}, "
-                + ("bottleneck units, projection shortcuts" if _bottleneck else "basic units")
-            ),
-        )
+    # 10.2M for ResNet-1001 is the count of conv/linear weights; with BN's scale and shift
+    # the same network has 10.33M parameters.
+    _PAPER.register(
+        _name,
+        PreActResNetCifar,
+        kwargs={"depth": _depth, "bottleneck": _bottleneck},
+        error=_err,
+        paper_params=_params,
+        params_counting="weights",
+        description=f"pre-activation ResNet-{_depth}, "
+        + ("bottleneck units, projection shortcuts" if _bottleneck else "basic units"),
     )

@@ -31,7 +31,7 @@ from chainer_nets.blocks import (
     stage_plan,
     zero_pad_shortcut,
 )
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1512.03385"
 PAPER = "Deep Residual Learning (ResNet)"
@@ -87,18 +87,14 @@ _VARIANTS = [
     (1202, 7.93, "19.4"),
 ]
 
+_PAPER = Paper(8, PAPER, ARXIV, "resnet")
 for _depth, _err, _params in _VARIANTS:
-    register(
-        ModelInfo(
-            name=f"resnet{_depth}",
-            factory=ResNetCifar,
-            kwargs={"n": (_depth - 2) // 6},
-            paper_no=8,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="resnet_warmup" if _depth >= 110 else "resnet",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=f"ResNet-{_depth}, post-activation basic blocks, option-A shortcuts",
-        )
+    _PAPER.register(
+        f"resnet{_depth}",
+        ResNetCifar,
+        kwargs={"n": (_depth - 2) // 6},
+        recipe="resnet_warmup" if _depth >= 110 else "resnet",
+        error=_err,
+        paper_params=_params,
+        description=f"ResNet-{_depth}, post-activation basic blocks, option-A shortcuts",
     )

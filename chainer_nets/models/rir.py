@@ -53,7 +53,7 @@ import chainer
 import chainer.functions as F
 
 from chainer_nets.blocks import ClassifierHead, bn, conv3x3, stage_plan, zero_pad_shortcut
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1603.08029"
 PAPER = "Resnet in Resnet (RiR)"
@@ -155,20 +155,13 @@ class ResNetInResNet(chainer.Chain):
         return self.head(F.concat((r, t), axis=1))
 
 
-register(
-    ModelInfo(
-        name="rir_wide18",
-        factory=ResNetInResNet,
-        kwargs={},
-        paper_no=12,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="rir",
-        paper_accuracy=94.99,
-        # The 2016 table's figure (weights only); the paper's own count could not be checked.
-        # 94.99 (5.01% error): the 2016 Chainer README and a third-party summary of the paper.
-        paper_params="9.5",
-        params_counting="weights",
-        description="18-layer + wide RiR: 8 RiR blocks of 2 dual-stream layers, 96/192/384 filters",
-    )
+Paper(12, PAPER, ARXIV, "rir").register(
+    "rir_wide18",
+    ResNetInResNet,
+    # 94.99 (5.01% error): the 2016 Chainer README and a third-party summary of the paper.
+    paper_accuracy=94.99,
+    # The 2016 table's figure (weights only); the paper's own count could not be checked.
+    paper_params="9.5",
+    params_counting="weights",
+    description="18-layer + wide RiR: 8 RiR blocks of 2 dual-stream layers, 96/192/384 filters",
 )

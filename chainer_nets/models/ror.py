@@ -69,7 +69,7 @@ from chainer_nets.blocks import (
     stochastic_depth,
 )
 from chainer_nets.models.wide_resnet import WideBasic
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1608.02908"
 PAPER = "Residual Networks of Residual Networks (RoR)"
@@ -153,20 +153,14 @@ class RoRWideResNet(chainer.Chain):
         return self.head(h)
 
 
-register(
-    ModelInfo(
-        name="ror3_wrn58_4_sd",
-        factory=RoRWideResNet,
-        kwargs={"depth": 58, "widen": 4, "p_last": 0.5},
-        paper_no=18,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="ror",
-        paper_accuracy=round(100 - 3.77, 2),
-        # The paper's table was not readable; the 2016 table says 13.6, and a third-party note on
-        # the paper says 13.3 (not adopted: unconfirmed, and below the 13.54M weights of the 3x3
-        # convolutions and classifier alone, so no choice of shortcuts could give it).
-        paper_params=None,
-        description="RoR-3-WRN58-4+SD: root, middle and block shortcuts, SD to p_L = 0.5",
-    )
+Paper(18, PAPER, ARXIV, "ror").register(
+    "ror3_wrn58_4_sd",
+    RoRWideResNet,
+    kwargs={"depth": 58, "widen": 4, "p_last": 0.5},
+    error=3.77,
+    # The paper's table was not readable; the 2016 table says 13.6, and a third-party note on
+    # the paper says 13.3 (not adopted: unconfirmed, and below the 13.54M weights of the 3x3
+    # convolutions and classifier alone, so no choice of shortcuts could give it).
+    paper_params=None,
+    description="RoR-3-WRN58-4+SD: root, middle and block shortcuts, SD to p_L = 0.5",
 )

@@ -73,7 +73,7 @@ from chainer_nets.blocks import (
     stochastic_depth,
 )
 from chainer_nets.models.resnet import BasicBlock
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1603.09382"
 PAPER = "Deep Networks with Stochastic Depth"
@@ -140,30 +140,21 @@ class StochasticDepthResNet(StagedNetwork):
 
 
 # name, depth, paper's CIFAR-10+ test error % (Table 1 / abstract), paper's params (M).
+_PAPER = Paper(13, PAPER, ARXIV, "stochastic_depth")
 for _name, _depth, _err, _params in [
     ("sd_resnet110", 110, 5.25, "1.7"),
     ("sd_resnet1202", 1202, 4.91, "19.4"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=StochasticDepthResNet,
-            kwargs={"n": (_depth - 2) // 6, "p_last": 0.5},
-            paper_no=13,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="stochastic_depth",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=(
-                f"ResNet-{_depth} with stochastic depth, linear decay to p_L = 0.5; "
-                f"{_err}% is the paper's test error"
-                + (
-                    " at the epoch of best validation error (45k/5k split, official README); "
-                    "ours is the last iteration's, on all 50k unless --val-split is given"
-                    if _depth == 110
-                    else ""
-                )
-            ),
-        )
+    _selection = (
+        " at the epoch of best validation error (45k/5k split, official README); "
+        "ours is the last iteration's, on all 50k unless --val-split is given"
+    )
+    _PAPER.register(
+        _name,
+        StochasticDepthResNet,
+        kwargs={"n": (_depth - 2) // 6, "p_last": 0.5},
+        error=_err,
+        paper_params=_params,
+        description=f"ResNet-{_depth} with stochastic depth, linear decay to p_L = 0.5; "
+        f"{_err}% is the paper's test error" + (_selection if _depth == 110 else ""),
     )

@@ -50,7 +50,7 @@ import chainer.functions as F
 
 from chainer_nets.blocks import PreActHead, StagedNetwork, bernoulli_mask, conv3x3, stage_plan
 from chainer_nets.models.wide_resnet import WideBasic
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.06465"
 PAPER = "Swapout: Learning an ensemble of deep architectures"
@@ -150,21 +150,16 @@ class SwapoutResNet(StagedNetwork):
 
 
 # name, depth, k, paper's CIFAR-10 error % (Table 2), paper's params (M) where we have it.
+_PAPER = Paper(14, PAPER, ARXIV, "swapout")
 for _name, _depth, _k, _err, _params in [
     ("swapout_v2_20_w4", 20, 4, 5.09, None),
     ("swapout_v2_32_w4", 32, 4, 4.76, "7.43"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=SwapoutResNet,
-            kwargs={"depth": _depth, "widen": _k},
-            paper_no=14,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="swapout",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=f"Swapout v2({_depth}) Wx{_k}, Linear(1, 0.5), stochastic inference (30)",
-        )
+    _PAPER.register(
+        _name,
+        SwapoutResNet,
+        description=f"Swapout v2({_depth}) Wx{_k}, Linear(1, 0.5), stochastic inference (30)",
+        kwargs={"depth": _depth, "widen": _k},
+        error=_err,
+        paper_params=_params,
     )

@@ -58,7 +58,7 @@ from chainer_nets.blocks import (
     stochastic_depth,
     zero_pad_shortcut,
 )
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.08831"
 PAPER = "Weighted Residuals for Very Deep Networks (WResNet)"
@@ -186,19 +186,13 @@ class WeightedResNet(StagedNetwork):
             lam.update_rule.add_hook(ProjectToInterval(-LAMBDA_BOUND, LAMBDA_BOUND), timing="post")
 
 
-register(
-    ModelInfo(
-        name="wresnet_d1192",
-        factory=WeightedResNet,
-        kwargs={"n": (1192 - 4) // 6, "p_last": 0.5},
-        paper_no=17,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="weighted_residual",
-        paper_accuracy=95.3,
-        # The 2016 table's figure (weights only); the paper prints no parameter count we could check.
-        paper_params="19.1",
-        params_counting="weights",
-        description="WResNet-d 1192: weighted residual blocks (n=198), stochastic depth p_L=0.5",
-    )
+Paper(17, PAPER, ARXIV, "weighted_residual").register(
+    "wresnet_d1192",
+    WeightedResNet,
+    kwargs={"n": (1192 - 4) // 6, "p_last": 0.5},
+    paper_accuracy=95.3,
+    # The 2016 table's figure (weights only); the paper prints no parameter count we could check.
+    paper_params="19.1",
+    params_counting="weights",
+    description="WResNet-d 1192: weighted residual blocks (n=198), stochastic depth p_L=0.5",
 )

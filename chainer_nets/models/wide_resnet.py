@@ -42,7 +42,7 @@ from chainer_nets.blocks import (
     init_scheme,
     stage_plan,
 )
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.07146"
 PAPER = "Wide Residual Networks (WRN)"
@@ -106,29 +106,23 @@ class WideResNet(StagedNetwork):
 
 # name, depth, k, dropout, CIFAR-10 error % (authors' README, meanstd, median of 5 runs; None
 # where the README gives none), parameter count (M) of the layout.
+_PAPER = Paper(15, PAPER, ARXIV, "wrn")
 for _name, _depth, _k, _drop, _err, _params in [
     ("wrn16_8", 16, 8, 0.0, None, "11.0"),
     ("wrn40_4", 40, 4, 0.0, None, "8.9"),
     ("wrn28_10", 28, 10, 0.0, 4.00, "36.5"),
     ("wrn28_10_dropout", 28, 10, 0.3, 3.89, "36.5"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=WideResNet,
-            kwargs={"depth": _depth, "widen": _k, "dropout": _drop},
-            paper_no=15,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="wrn",
-            paper_accuracy=None if _err is None else round(100 - _err, 2),
-            paper_params=_params,
-            description=f"WRN-{_depth}-{_k}"
-            + (f", dropout {_drop}" if _drop else "")
-            + (
-                f"; {_err}% error: authors' README (meanstd, median of 5 runs)"
-                if _err is not None
-                else "; no CIFAR-10 error in the authors' README, none set"
-            ),
-        )
+    _source = (
+        f"; {_err}% error: authors' README (meanstd, median of 5 runs)"
+        if _err is not None
+        else "; no CIFAR-10 error in the authors' README, none set"
+    )
+    _PAPER.register(
+        _name,
+        WideResNet,
+        kwargs={"depth": _depth, "widen": _k, "dropout": _drop},
+        error=_err,
+        paper_params=_params,
+        description=f"WRN-{_depth}-{_k}" + (f", dropout {_drop}" if _drop else "") + _source,
     )
