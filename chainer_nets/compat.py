@@ -128,6 +128,23 @@ SOURCE_FIXES: dict[str, list[tuple[str, str]]] = {
             ),
         ),
     ],
+    # NEP 50: Summary starts its sums at the Python float 0.0, which under NumPy 1 promoted
+    # the first float32 value to float64, so every LogReport/Evaluator mean and
+    # make_statistics() accumulated in float64. Now 0.0 is "weak" and the sums stay float32
+    # (std of 20,000 losses off by 9x). Start NumPy sums at numpy.float64 as NumPy 1 did:
+    # each value is still multiplied in its own dtype, only the running sums are float64.
+    "chainer.reporter": [
+        (
+            "            self._x += weight * value\n",
+            (
+                "            if isinstance(value, (numpy.ndarray, numpy.generic)) and isinstance(\n"
+                "                    self._x, (float, numpy.floating)):\n"
+                "                self._x = numpy.float64(self._x)\n"
+                "                self._x2 = numpy.float64(self._x2)\n"
+                "            self._x += weight * value\n"
+            ),
+        ),
+    ],
     # Thread.setDaemon() is deprecated since Python 3.10.
     "chainer.iterators.multiprocess_iterator": [
         ("thread.setDaemon(True)", "thread.daemon = True"),

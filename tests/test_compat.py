@@ -156,3 +156,26 @@ def test_hdf5_string_comes_back_as_str(tmp_path) -> None:
         f.create_dataset("s", data="abc")
     with h5py.File(path, "r") as f:
         assert hdf5.HDF5Deserializer(f)("s", "") == "abc"
+
+
+@pytest.mark.parametrize("zero_dim", [False, True])
+def test_summary_accumulates_in_float64(zero_dim) -> None:
+    # NEP 50: the sums start at the Python float 0.0, which no longer promotes float32 values;
+    # NumPy 1 summed in float64, and a float32 sum of 20,000 losses gets the std 9x wrong.
+    rng = np.random.RandomState(0)
+    values = (rng.randn(20000) * 0.9 + 2.3).astype(np.float32)
+    summary = chainer.reporter.Summary()
+    dict_summary = chainer.reporter.DictSummary()
+    for v in values:
+        v = np.asarray(v) if zero_dim else v  # a loss's .array is 0-d, float(...) a scalar
+        summary.add(v)
+        dict_summary.add({"main/loss": v})
+    ref = values.astype(np.float64)
+    mean, std = summary.make_statistics()
+    assert mean.dtype == np.float64 and std.dtype == np.float64
+    np.testing.assert_allclose(mean, ref.mean(), rtol=1e-12)
+    np.testing.assert_allclose(std, ref.std(), rtol=1e-6)
+    np.testing.assert_allclose(summary.compute_mean(), ref.mean(), rtol=1e-12)
+    np.testing.assert_allclose(dict_summary.compute_mean()["main/loss"], ref.mean(), rtol=1e-12)
+    stats = dict_summary.make_statistics()
+    np.testing.assert_allclose(stats["main/loss.std"], ref.std(), rtol=1e-6)

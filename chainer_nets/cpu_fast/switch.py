@@ -18,8 +18,18 @@ _ORIG: dict[str, Any] = {}
 
 
 def is_enabled() -> bool:
-    """Return whether the fast path is installed and switched on in this thread."""
-    return bool(_ORIG) and bool(getattr(chainer.config, "cpu_fast", False))
+    """Return whether the fast path is installed, switched on and not recording a static graph.
+
+    While Chainer records a ``@static_graph`` schedule (``chainer.config.schedule_func`` is
+    set), every fast-path entry steps aside: the schedule then holds Chainer's own
+    convolution, whose backward it can replay. (The fast convolution's backward builds its
+    gradients outside ``FunctionNode.apply``, which the scheduler cannot track.)
+    """
+    return (
+        bool(_ORIG)
+        and bool(getattr(chainer.config, "cpu_fast", False))
+        and getattr(chainer.config, "schedule_func", None) is None
+    )
 
 
 @contextlib.contextmanager
