@@ -54,6 +54,17 @@ own code. ``CHAINER_NETS_CPU_FAST=0`` disables it at install time;
 ``chainer.config.cpu_fast`` (or the :func:`enabled` context manager) toggles it
 at run time.
 
+**Scope: every Chainer program in the process.** ``import chainer_nets`` calls
+:func:`install`, which patches Chainer itself, so any code in the same interpreter that
+calls ``F.convolution_2d`` / ``L.Convolution2D``, batch normalization, ``F.relu`` or adds two
+Variables gets these kernels, not only chainer_nets' models. Chainer's features keep
+working and give the same results with the fast path on and off: double backprop (the
+convolution's backward is then built from Chainer's own functions), ``F.forget``, the
+``chainer.config`` switches (``train``, ``enable_backprop``, ``type_check``, ``use_cudnn``,
+``debug``, ...), and ``@static_graph`` models, for which the fast path steps aside while
+the static schedule is recorded (:func:`is_enabled`), so the schedule holds Chainer's own
+convolution. ``tests/test_cpu_fast_chainer_features.py`` checks each of these.
+
 Package layout, lowest layer first (each module imports only from the ones above it):
 
 * :mod:`~chainer_nets.cpu_fast.switch`: the on/off switch and the replaced originals;
