@@ -143,3 +143,47 @@ def test_threaded_conv_equals_one_thread(two_threads, monkeypatch, case, chunk, 
         a, b, ref = (v.array if isinstance(v, chainer.Variable) else v for v in (a, b, ref))
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
         np.testing.assert_allclose(a, ref, rtol=1e-10, atol=1e-10)
+
+
+GROUPED_CASES = [
+    # (n, c, h, w, co, k, stride, pad, groups, bias): ResNeXt- and Xception-like shapes
+    (3, 32, 10, 10, 32, 3, 1, 1, 8, False),  # 8 groups of 4 channels
+    (3, 32, 10, 9, 64, 3, 2, 1, 8, True),  # strided, 8 outputs per group
+    (2, 16, 12, 12, 32, 1, 1, 0, 4, True),  # grouped 1x1
+    (3, 16, 9, 9, 16, 3, 1, 1, 16, False),  # depthwise
+    (2, 8, 9, 10, 16, 3, 2, 1, 8, True),  # depthwise, channel multiplier 2, strided
+    (2, 12, 7, 7, 12, 5, 1, 2, 12, False),  # depthwise 5x5
+]
+
+
+@pytest.mark.parametrize("case", GROUPED_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_and_depthwise_match_chainer(case, dtype, monkeypatch):
+    monkeypatch.setattr(workers, "CHUNK_BYTES", 4096)  # several pieces per image range
+    monkeypatch.setattr(conv_kernels, "DENSE_MIN_ROWS", 1)  # split even tiny batches
+    out = conv_both(case, dtype=dtype)
+    assert out[True][0].creator.__class__ is conv.FastConvolution2D  # no fallback
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for a, b in zip(out[True], out[False], strict=True):
+        if b is None:
+            continue
+        a = a.array if isinstance(a, chainer.Variable) else a
+        b = b.array if isinstance(b, chainer.Variable) else b
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    cpu_fast.release_buffers()
+
+
+@pytest.mark.parametrize("case", [GROUPED_CASES[i] for i in (1, 4)])
+def test_grouped_check_backward(case):
+    n, c, h, w, co, k, s, p, g, bias = case
+    rng = np.random.RandomState(6)
+    args = [rng.randn(n, c, h, w), rng.randn(co, c // g, k, k)] + ([rng.randn(co)] if bias else [])
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    gy = rng.randn(n, co, ho, wo)
+
+    def f(*a):
+        return conv.FastConvolution2D((s, s), (p, p), g).apply(a)[0]
+
+    with cpu_fast.enabled(True):
+        gradient_check.check_backward(f, tuple(args), gy, dtype=np.float64, atol=1e-6, rtol=1e-5)
