@@ -32,8 +32,12 @@ normalization sees its data as a 2-D ``(N*H*W, C)`` row matrix:
   images, or blocks of output rows of one large image) times the reshaped weights;
   grad-weight ``col.T @ gy`` over the same pieces; grad-input ``gy @ W`` per piece,
   folded back by ``kh*kw`` strided slice-adds.
-* groups: one batched ``matmul`` over groups; depthwise convolutions (one input
-  channel per group) use ``kh*kw`` broadcast multiply-adds instead of GEMMs (one thread).
+* grouped convolutions (ResNeXt): the same cache-sized im2col pieces per worker, with the
+  columns ordered group by group, so one batched ``matmul`` per piece runs the per-group
+  GEMMs on strided views of the piece and writes each group's output columns in place;
+  grad-weight likewise, grad-input per group folded back by slice-adds. Depthwise
+  convolutions (one input channel per group) use ``kh*kw`` broadcast multiply-adds instead
+  of GEMMs, split over the workers by images.
 * batch normalization (training): per-channel statistics over the row matrix, computed
   per cache-sized block in float64 and merged across blocks and workers with Chan et
   al.'s parallel-variance formula, then one fused scale/shift pass; the backward pass

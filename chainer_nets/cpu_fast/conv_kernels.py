@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from chainer_nets.cpu_fast.im2col import (
-    _col2im,
-    _im2col,
     _Pieces,
     _pointwise_rows,
     _RowPieces,
@@ -215,14 +213,6 @@ def _w_matrix(W: np.ndarray, g: _Geom) -> np.ndarray:
     return np.ascontiguousarray(w).reshape(g.g, g.kh * g.kw * cg, cog)
 
 
-def _grouped_cols(col: np.ndarray, g: _Geom) -> np.ndarray:
-    """View an ``(M, kh*kw*C)`` im2col matrix as ``(G, M, kh*kw*Cg)`` (copying if needed)."""
-    cg = g.c // g.g
-    m = col.shape[0]
-    c6 = col.reshape(m, g.kh, g.kw, g.g, cg).transpose(3, 0, 1, 2, 4)
-    return np.ascontiguousarray(c6).reshape(g.g, m, g.kh * g.kw * cg)
-
-
 def _depthwise(g: _Geom) -> bool:
     """True when every group has exactly one input channel (depthwise convolution)."""
     return g.g > 1 and g.g == g.c
@@ -238,12 +228,15 @@ def conv_forward(
     m = g.n * g.ho * g.wo
     if g.g == 1:
         y = _conv_forward_dense(x, _w_matrix(W, g)[0] if wm is None else wm, g)
-    elif _depthwise(g):
-        y = _depthwise_forward(x, W, g)
     else:
-        col = _im2col(x, g)
-        y = np.matmul(_grouped_cols(col, g), _w_matrix(W, g))  # (G, M, Cog)
-        y = np.ascontiguousarray(y.transpose(1, 0, 2)).reshape(m, g.co)
+        y = _POOL.empty((m, g.co), x.dtype)
+        part, w = (
+            (_depthwise_fwd_part, W) if _depthwise(g) else (_grouped_fwd_part, _w_matrix(W, g))
+        )
+        if _few_rows(g):
+            part(0, g.n, x, w, g, y)
+        else:
+            _WORKERS.run(part, g.n, x, w, g, y)
     if b is not None:
         y += b
     return _nchw_view(y, g.n, g.ho, g.wo)
@@ -262,40 +255,139 @@ def conv_backward(
     gyr = _rows(gy)
     if g.g == 1:
         return (*_conv_backward_dense(x, W, gy, gyr, g, need_x, need_w, wm), gyr)
+    gx = _POOL.empty((g.n, g.h, g.w, g.c), x.dtype) if need_x else None
     if _depthwise(g):
-        return (*_depthwise_backward(x, W, gyr, g, need_x, need_w), gyr)
-    gx = gw = None
-    wm = _w_matrix(W, g)
-    cg = g.c // g.g
-    cog = g.co // g.g
-    gyg = gyr.reshape(-1, g.g, cog).transpose(1, 0, 2)
-    if need_x:
-        gcg = np.matmul(gyg, wm.transpose(0, 2, 1))  # (G, M, kh*kw*Cg)
-        gcol = gcg.reshape(g.g, -1, g.kh, g.kw, cg).transpose(1, 2, 3, 0, 4)
-        gx = _col2im(np.ascontiguousarray(gcol).reshape(-1, g.kh * g.kw * g.c), g)
+        part, args = _depthwise_bwd_part, (x, W, gyr, g, gx, need_w)
+    else:
+        part, args = _grouped_bwd_part, (x, gyr, _w_matrix(W, g), g, gx, need_w)
+    parts = [part(0, g.n, *args)] if _few_rows(g) else _WORKERS.run(part, g.n, *args)
+    gw = None
     if need_w:
-        colg = _grouped_cols(_im2col(x, g), g)
-        gwm = np.matmul(colg.transpose(0, 2, 1), gyg)  # (G, kh*kw*Cg, Cog)
-        gw = gwm.reshape(g.g, g.kh, g.kw, cg, cog).transpose(0, 4, 3, 1, 2)
+        gw = parts[0]
+        for p in parts[1:]:
+            gw += p
+        if not _depthwise(g):  # (G, Cog, kh*kw*Cg) -> (Co, Cg, kh, kw)
+            cog, cg = g.co // g.g, g.c // g.g
+            gw = gw.reshape(g.g, cog, g.kh, g.kw, cg).transpose(0, 1, 4, 2, 3)
         gw = np.ascontiguousarray(gw).reshape(W.shape).astype(W.dtype, copy=False)
-    return gx, gw, gyr
+    return (None if gx is None else gx.transpose(0, 3, 1, 2)), gw, gyr
 
 
-def _depthwise_forward(x: np.ndarray, W: np.ndarray, g: _Geom) -> np.ndarray:
-    """Depthwise convolution (G == C) by kh*kw broadcast multiply-adds; returns ``(M, Co)``."""
+def _grouped_fwd_part(
+    a: int, b: int, x: np.ndarray, wg: np.ndarray, g: _Geom, y: np.ndarray
+) -> None:
+    """Grouped convolution of images ``a:b`` into the ``(N*Ho*Wo, Co)`` rows ``y``.
+
+    ``wg`` is :func:`_w_matrix`'s ``(G, kh*kw*Cg, Cog)``; each piece is one batched matmul
+    over the groups, reading the group-major im2col and writing the group's output columns
+    in place (no copies of operands or results).
+    """
+    ng, kk, cog = wg.shape
+    for rows, col in _Pieces(x, g, a, b, ng * kk, "x", grouped=True):
+        r = col.shape[0]
+        out = y[rows].reshape(r, ng, cog).transpose(1, 0, 2)
+        np.matmul(col.reshape(r, ng, kk).transpose(1, 0, 2), wg, out=out)
+
+
+def _grouped_bwd_part(
+    a: int,
+    b: int,
+    x: np.ndarray,
+    gyr: np.ndarray,
+    wg: np.ndarray,
+    g: _Geom,
+    gx: np.ndarray | None,
+    need_w: bool,
+) -> np.ndarray | None:
+    """Gradients of a grouped convolution for images ``a:b``: fills ``gx[a:b]`` (NHWC) and
+    returns this part's grad-weight as ``(G, Cog, kh*kw*Cg)``."""
+    ng, kk, cog = wg.shape
+    gw = None
+    if need_w:
+        gw = np.zeros((ng, cog, kk), dtype=x.dtype)
+        tmp = np.empty_like(gw)
+        for rows, col in _Pieces(x, g, a, b, ng * kk, "x", grouped=True):
+            r = col.shape[0]
+            gy3 = gyr[rows].reshape(r, ng, cog).transpose(1, 2, 0)  # (G, Cog, r)
+            gw += np.matmul(gy3, col.reshape(r, ng, kk).transpose(1, 0, 2), out=tmp)
+    if gx is None:
+        return gw
+    per = g.ho * g.wo
+    hp, wp = g.padded
+    cg = g.c // ng
+    nb = int(min(b - a, max(1, _WORKERS.chunk_rows(per * ng * kk * x.itemsize))))
+    gcol_buf = _scratch((nb * per, ng, kk), x.dtype, tag="gcol_grouped")[0]
+    gxp_buf = _scratch((nb, hp, wp, g.c), x.dtype, tag="col2im")[0]
+    wt = wg.transpose(0, 2, 1)  # (G, Cog, kh*kw*Cg)
+    ey, ex = g.sy * (g.ho - 1) + 1, g.sx * (g.wo - 1) + 1
+    for s in range(a, b, nb):
+        e = min(b, s + nb)
+        gc = gcol_buf[: (e - s) * per]
+        gy3 = gyr[s * per : e * per].reshape(-1, ng, cog).transpose(1, 0, 2)  # (G, r, Cog)
+        np.matmul(gy3, wt, out=gc.transpose(1, 0, 2))
+        gc7 = gc.reshape(e - s, g.ho, g.wo, ng, g.kh, g.kw, cg)
+        gxp = gxp_buf[: e - s]
+        gxp.fill(0)
+        gxp5 = gxp.reshape(e - s, hp, wp, ng, cg)  # a view: gxp is contiguous
+        for i in range(g.kh):
+            for j in range(g.kw):
+                gxp5[:, i : i + ey : g.sy, j : j + ex : g.sx] += gc7[:, :, :, :, i, j, :]
+        gx[s:e] = gxp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :]
+    return gw
+
+
+def _images(g: _Geom, n: int) -> _Geom:
+    """The geometry of the same convolution on ``n`` images."""
+    return _Geom(
+        (n, g.c, g.h, g.w), (g.co, g.c // g.g, g.kh, g.kw), (g.sy, g.sx), (g.ph, g.pw), g.g
+    )
+
+
+def _depthwise_fwd_part(
+    a: int, b: int, x: np.ndarray, W: np.ndarray, g: _Geom, y: np.ndarray
+) -> None:
+    """Depthwise convolution of images ``a:b`` into the ``(N*Ho*Wo, Co)`` rows ``y``."""
+    per = g.ho * g.wo
+    _depthwise_forward(x[a:b], W, _images(g, b - a), y[a * per : b * per])
+
+
+def _depthwise_bwd_part(
+    a: int,
+    b: int,
+    x: np.ndarray,
+    W: np.ndarray,
+    gyr: np.ndarray,
+    g: _Geom,
+    gx: np.ndarray | None,
+    need_w: bool,
+) -> np.ndarray | None:
+    """Depthwise gradients of images ``a:b``: fills ``gx[a:b]`` (NHWC), returns the part's gW."""
+    per = g.ho * g.wo
+    gxa, gw = _depthwise_backward(
+        x[a:b], W, gyr[a * per : b * per], _images(g, b - a), gx is not None, need_w
+    )
+    if gx is not None:
+        gx[a:b] = gxa.transpose(0, 2, 3, 1)
+    return gw
+
+
+def _depthwise_forward(x: np.ndarray, W: np.ndarray, g: _Geom, out: np.ndarray) -> None:
+    """Depthwise convolution (G == C) by kh*kw broadcast multiply-adds into ``out`` (M, Co)."""
     mult = g.co // g.g
     hp, wp = g.padded
     xp = _pad_nhwc(x, g.ph, g.pw, hp, wp)
     win = _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo)
     # output channel k*mult + r reads input channel k with filter W[k*mult + r, 0]
     wk = W.reshape(g.c, mult, g.kh, g.kw)
-    y = np.zeros((g.n, g.ho, g.wo, g.c, mult), dtype=x.dtype)
+    y = out.reshape(g.n, g.ho, g.wo, g.c, mult)
     tmp = np.empty_like(y)
     for i in range(g.kh):
         for j in range(g.kw):
+            if i == 0 and j == 0:
+                np.multiply(win[:, :, :, i, j, :, None], wk[:, :, i, j], out=y)
+                continue
             np.multiply(win[:, :, :, i, j, :, None], wk[:, :, i, j], out=tmp)
             y += tmp
-    return y.reshape(-1, g.co)
 
 
 def _depthwise_backward(
@@ -307,11 +399,19 @@ def _depthwise_backward(
     gy5 = gyr.reshape(g.n, g.ho, g.wo, g.c, mult)
     gx = gw = None
     if need_x:
-        gcol = np.empty((g.n, g.ho, g.wo, g.kh, g.kw, g.c), dtype=gyr.dtype)
+        # each tap's contribution gy * w is added straight into the padded input gradient
+        hp, wp = g.padded
+        gxp = np.zeros((g.n, hp, wp, g.c), dtype=gyr.dtype)
+        tmp = np.empty((g.n, g.ho, g.wo, g.c), dtype=gyr.dtype)
+        ey, ex = g.sy * (g.ho - 1) + 1, g.sx * (g.wo - 1) + 1
         for i in range(g.kh):
             for j in range(g.kw):
-                np.einsum("nhwcr,cr->nhwc", gy5, wk[:, :, i, j], out=gcol[:, :, :, i, j, :])
-        gx = _col2im(gcol.reshape(gyr.shape[0], -1), g)
+                if mult == 1:
+                    np.multiply(gy5[..., 0], wk[:, 0, i, j], out=tmp)
+                else:
+                    np.einsum("nhwcr,cr->nhwc", gy5, wk[:, :, i, j], out=tmp)
+                gxp[:, i : i + ey : g.sy, j : j + ex : g.sx, :] += tmp
+        gx = gxp[:, g.ph : g.ph + g.h, g.pw : g.pw + g.w, :].transpose(0, 3, 1, 2)
     if need_w:
         hp, wp = g.padded
         xp = _pad_nhwc(x, g.ph, g.pw, hp, wp)

@@ -1,6 +1,6 @@
 """im2col pieces: the padded NHWC images and their window matrices, built per cache-sized piece.
 
-Two layouts: the full ``(rows, kh*kw*C)`` im2col (:class:`_Pieces`, :func:`_im2col`) and,
+Two layouts: the full ``(rows, kh*kw*C)`` im2col (:class:`_Pieces`) and,
 for stride-1 convolutions on larger maps, the im2col over the kernel width only
 (:class:`_RowPieces`); :func:`_use_rows` chooses between them.
 """
@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from chainer_nets.cpu_fast.layout import _Geom, _nchw_view, _pad_nhwc, _rows, _windows
+from chainer_nets.cpu_fast.layout import _Geom, _rows, _windows
 from chainer_nets.cpu_fast.pool import _scratch
 from chainer_nets.cpu_fast.workers import _WORKERS
 
@@ -38,11 +38,15 @@ class _Pieces:
 
     Several whole images form one piece when they fit :data:`CHUNK_BYTES`; a larger image is
     cut into blocks of output rows. Iterating yields ``(rows of the output, im2col piece)``;
-    each image is padded once however many row blocks it is cut into.
+    each image is padded once however many row blocks it is cut into. With ``grouped`` the
+    columns are ordered group-major, ``(G, kh, kw, C/G)``, so that group ``j``'s operand is
+    the plain column block ``j`` (a strided matrix BLAS reads directly).
     """
 
-    def __init__(self, x: np.ndarray, g: _Geom, a: int, b: int, k: int, tag: str) -> None:
-        self.x, self.g, self.a, self.b, self.tag = x, g, a, b, tag
+    def __init__(
+        self, x: np.ndarray, g: _Geom, a: int, b: int, k: int, tag: str, grouped: bool = False
+    ) -> None:
+        self.x, self.g, self.a, self.b, self.tag, self.grouped = x, g, a, b, tag, grouped
         rows = _WORKERS.chunk_rows(g.wo * k * x.itemsize)
         if rows >= g.ho:
             self.nb, self.rb = int(min(b - a, rows // g.ho)), g.ho
@@ -59,6 +63,8 @@ class _Pieces:
             for r0 in range(0, g.ho, rb):
                 r1 = min(g.ho, r0 + rb)
                 w = win[:, r0:r1]
+                if self.grouped:  # (n, rows, Wo, kh, kw, C) -> (n, rows, Wo, G, kh, kw, C/G)
+                    w = w.reshape(*w.shape[:5], g.g, g.c // g.g).transpose(0, 1, 2, 5, 3, 4, 6)
                 piece = col[: w.shape[0] * w.shape[1] * g.wo].reshape(w.shape)
                 np.copyto(piece, w)
                 # rows of the (N*Ho*Wo) output: contiguous because a piece is whole images
@@ -127,37 +133,3 @@ def _pointwise_rows(x: np.ndarray, g: _Geom, a: int, b: int) -> np.ndarray:
     if g.sy != 1 or g.sx != 1:
         xs = xs[:, :, :: g.sy, :: g.sx]
     return _rows(xs)
-
-
-def _im2col(x: np.ndarray, g: _Geom) -> np.ndarray:
-    """Return the contiguous ``(N*Ho*Wo, kh*kw*C)`` im2col matrix (a view for 1x1 convs)."""
-    if g.pointwise:
-        if g.sy != 1 or g.sx != 1:
-            x = x[:, :, :: g.sy, :: g.sx]
-        return _rows(x)
-    hp, wp = g.padded
-    xp = _pad_nhwc(x, g.ph, g.pw, hp, wp)
-    col = np.empty((g.n, g.ho, g.wo, g.kh, g.kw, g.c), dtype=x.dtype)
-    np.copyto(col, _windows(xp, g.kh, g.kw, g.sy, g.sx, g.ho, g.wo))
-    return col.reshape(g.n * g.ho * g.wo, g.kh * g.kw * g.c)
-
-
-def _col2im(gcol: np.ndarray, g: _Geom) -> np.ndarray:
-    """Fold an ``(N*Ho*Wo, kh*kw*C)`` column gradient back into an NCHW-shaped NHWC array."""
-    n, c, h, w = g.n, g.c, g.h, g.w
-    if g.pointwise:
-        if g.sy == 1 and g.sx == 1:
-            return _nchw_view(gcol, n, h, w)
-        gx = np.zeros((n, h, w, c), dtype=gcol.dtype)
-        gx[:, :: g.sy, :: g.sx, :] = gcol.reshape(n, g.ho, g.wo, c)
-        return gx.transpose(0, 3, 1, 2)
-    hp, wp = g.padded
-    gxp = np.zeros((n, hp, wp, c), dtype=gcol.dtype)
-    gc = gcol.reshape(n, g.ho, g.wo, g.kh, g.kw, c)
-    ey, ex = g.sy * (g.ho - 1) + 1, g.sx * (g.wo - 1) + 1
-    for i in range(g.kh):
-        for j in range(g.kw):
-            gxp[:, i : i + ey : g.sy, j : j + ex : g.sx, :] += gc[:, :, :, i, j, :]
-    if g.ph or g.pw or hp != h or wp != w:
-        gxp = np.ascontiguousarray(gxp[:, g.ph : g.ph + h, g.pw : g.pw + w, :])
-    return gxp.transpose(0, 3, 1, 2)
