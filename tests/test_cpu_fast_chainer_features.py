@@ -136,7 +136,7 @@ def _step_under(config: dict, fast: bool) -> tuple:
     np.random.seed(0)
     model = _Block()
     x = np.random.RandomState(3).randn(8, 3, 8, 8).astype(np.float32)
-    with cpu_fast.enabled(fast), chainer.using_config("cpu_fast", fast):
+    with cpu_fast.enabled(fast):
         with chainer.using_config(*next(iter(config.items()))):
             y = model(x)
             if y.creator is None:  # no graph (enable_backprop=False): forward only
@@ -169,3 +169,27 @@ def _forget(fast: bool) -> tuple:
 def test_forget_gives_the_same_gradients(every_kernel):
     for a, b in zip(_forget(True), _forget(False), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_function_hooks_and_graph_see_the_fast_convolution():
+    from chainer import computational_graph, function_hooks
+
+    np.random.seed(0)
+    model = _Block()
+    x = np.random.RandomState(5).randn(4, 3, 8, 8).astype(np.float32)
+    with function_hooks.TimerHook() as timer:
+        loss = F.sum(model(x))
+        loss.backward()
+    names = {name for name, _ in timer.call_history}  # the FunctionNodes' labels
+    assert "FastConvolution2D" in names and "BatchNormalization" in names
+    graph = computational_graph.build_computational_graph([loss]).dump()
+    assert "FastConvolution2D" in graph
+
+
+def test_float16_stays_on_chainers_convolution():
+    x = np.random.randn(2, 3, 6, 6).astype(np.float16)
+    W = np.random.randn(4, 3, 3, 3).astype(np.float16)
+    with chainer.using_config("dtype", np.float16):
+        y = F.convolution_2d(x, W, pad=1)
+    assert not isinstance(y.creator, conv.FastConvolution2D)
+    assert y.dtype == np.float16
