@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,23 @@ class Snapshot(training.Extension):
                 old.unlink(missing_ok=True)
 
 
+class PublishPlots(training.Extension):
+    """Moves the plots PlotReport drew under temporary names into place (atomic plots)."""
+
+    trigger = (1, "epoch")
+    priority = -50  # after PlotReport
+
+    def __init__(self, out: Path, names: tuple[str, ...]) -> None:
+        self.out, self.names = Path(out), names
+
+    def __call__(self, trainer: training.Trainer) -> None:
+        """Rename each freshly drawn plot over the previous one."""
+        for name in self.names:
+            tmp = self.out / runfolder.plot_tmp_name(name)
+            if tmp.is_file():
+                os.replace(tmp, self.out / name)
+
+
 class RandomStateKeeper(training.Extension):
     """Keeps every random stream of the run resumable.
 
@@ -319,6 +337,7 @@ def build_trainer(
     }
     for name, ys in plots.items():
         ys = [y for y in ys if d.val is not None or not y.startswith("val/")]
-        trainer.extend(chx.PlotReport(ys, "epoch", file_name=name))
+        trainer.extend(chx.PlotReport(ys, "epoch", file_name=runfolder.plot_tmp_name(name)))
+    trainer.extend(PublishPlots(out, tuple(plots)), name="publish_plots")
     trainer.extend(snapshot, name="snapshot", trigger=(cfg.snapshot_every, "epoch"))
     return Run(trainer, updater, snapshot, eval_conv, eval_batch)

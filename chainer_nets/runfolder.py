@@ -52,8 +52,8 @@ SNAPSHOTS_KEPT = 2
 
 _SNAPSHOT_RE = re.compile(rf"^{SNAPSHOT_PREFIX}(\d+)$")
 _TMP_RE = re.compile(
-    rf"^(?:{re.escape(CONFIG_FILE)}|{re.escape(RESULT_FILE)}|{re.escape(MODEL_FILE)}"
-    rf"|{SNAPSHOT_PREFIX}\d+){re.escape(TMP_SUFFIX)}$"
+    rf"^(?:(?:{re.escape(CONFIG_FILE)}|{re.escape(RESULT_FILE)}|{re.escape(MODEL_FILE)}"
+    rf"|{SNAPSHOT_PREFIX}\d+){re.escape(TMP_SUFFIX)}|(?:loss|accuracy){re.escape(TMP_SUFFIX)}\.png)$"
 )
 # Temporary folders of Chainer's LogReport (``log`` + 8 characters, holding log.json)
 # and of Chainer's own snapshot writer (older runs).
@@ -75,6 +75,12 @@ class RunError(RuntimeError):
 def snapshot_name(epoch: int) -> str:
     """File name of the snapshot taken after ``epoch``."""
     return f"{SNAPSHOT_PREFIX}{epoch}"
+
+
+def plot_tmp_name(name: str) -> str:
+    """Where a plot is drawn before it replaces ``name`` (matplotlib needs the ``.png``)."""
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{TMP_SUFFIX}{dot}{ext}"
 
 
 def snapshot_epoch(name: str) -> int | None:

@@ -240,7 +240,7 @@ def restore(run: ext.Run, out: Path, cfg: TrainConfig) -> None:
         return
     log = rf.read_json(out / rf.LOG_FILE) or []
     done = max((e.get("epoch", 0) for e in log if isinstance(e, dict)), default=0)
-    if done >= cfg.snapshot_every:
+    if done > cfg.snapshot_every:  # == when killed between the first log entry and snapshot
         raise UsageError(
             f"--resume: no snapshot in {out}, although its log reaches epoch {done} "
             "(the snapshots were removed); start a new run with another --out"
