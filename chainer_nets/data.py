@@ -92,7 +92,7 @@ def _checked(a: dict[str, np.ndarray], source: str) -> Cifar10:
                 f"expected {shape} uint8. {_HOW_TO_FIX}"
             )
     for key, n in (("train_y", 50000), ("test_y", 10000)):
-        if a[key].shape != (n,) or a[key].max() > 9:
+        if a[key].shape != (n,) or a[key].min() < 0 or a[key].max() > 9:
             raise DataError(f"{source}: {key} is not {n} labels in 0..9. {_HOW_TO_FIX}")
     return Cifar10(
         train_x=a["train_x"].reshape(-1, 3, 32, 32),
@@ -221,6 +221,7 @@ class AugmentConverter:
         self.augment, self.pad, self.pad_mode, self.flip = augment, pad, pad_mode, flip
         self.dtype = np.dtype(dtype)
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        self._device_constants: dict[str, tuple] = {}  # mean and std sent once per device
 
     def __call__(self, batch: list, device=None) -> tuple:
         """Stack ``(image, label)`` pairs, send them to ``device``, augment and normalise."""
@@ -243,7 +244,11 @@ class AugmentConverter:
         return x.astype(self.dtype, copy=False), t
 
     def _normalize(self, x, device):
-        return (x.astype(np.float32) - device.send(self.mean)) / device.send(self.std)
+        key = str(device)  # the constants go to the device once, not with every batch
+        if key not in self._device_constants:
+            self._device_constants[key] = (device.send(self.mean), device.send(self.std))
+        mean, std = self._device_constants[key]
+        return (x.astype(np.float32) - mean) / std
 
     def rng_state(self) -> str:
         """The generator's state as a JSON string (saved in snapshots)."""

@@ -43,6 +43,7 @@ from chainer_nets.registry import (  # noqa: E402
     get_model_info,
     register,
 )
+from chainer_nets.runfolder import CONFIG_FILE, LOG_FILE, RESULT_FILE  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -314,8 +315,8 @@ def quick_train(
                 print_report=False,
             )
         )
-        result["log"] = json.loads((run_dir / "log").read_text())
-        result["batch_size"] = json.loads((run_dir / "config.json").read_text())["batch_size"]
+        result["log"] = json.loads((run_dir / LOG_FILE).read_text())
+        result["batch_size"] = json.loads((run_dir / CONFIG_FILE).read_text())["batch_size"]
         result["notebook_seconds"] = round(time.time() - t0, 1)
     plot_log(
         result["log"],
@@ -345,7 +346,7 @@ def full_train(model: str, device: str) -> dict:
 
     out = cresults.results_dir() / model
     cmd = cresults.train_command(model, device)
-    resume = (out / "config.json").is_file() and not (out / "result.json").is_file()
+    resume = (out / CONFIG_FILE).is_file() and not (out / RESULT_FILE).is_file()
     return train(
         TrainConfig(
             model=model,
