@@ -106,7 +106,8 @@ REPRESENTATIVE = (
     "highway_fitnet19",  # highway layers
     "sd_resnet110",  # stochastic depth
     "preresnet164",  # pre-activation bottleneck, projection shortcuts
-    "swapout_v2_20_w4",  # swapout (stochastic inference)
+    # swapout; its stochastic inference is only run to detect it: 2 sampled passes, not 30
+    "swapout_v2_20_w4:samples=2",
     "wrn16_8",  # wide basic block
     "rir_wide18",  # dual-stream ResNet-in-ResNet
     "ror3_wrn58_4_sd",  # residual networks of residual networks

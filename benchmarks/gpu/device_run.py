@@ -99,6 +99,14 @@ def sh(cmd: list[str], env: dict | None = None, timeout: float = 60) -> tuple[in
         return -1, f"{type(e).__name__}: {e}"
 
 
+def cupy_has_cudnn(python: str, env: dict) -> bool:
+    """Whether the CuPy that ``python`` imports has the cuDNN modules Chainer 7 needs.
+
+    Without them (CuPy 14) Chainer runs its own kernels and warns "cuDNN is not enabled" at
+    the first GPU device unless ``CHAINER_CUDNN=0``; with the variable it stays silent."""
+    return sh([python, "-c", "import cupy.cuda.cudnn, cupy.cudnn"], env=env)[0] == 0
+
+
 def run_step(cmd: list[str], env: dict, limit: float, log: TextIO) -> tuple[int, float, list[str]]:
     """Run one step with a time limit, its output echoed and appended to ``log`` line by line;
     returns (exit status, -9 after a timeout; seconds; distinct warning lines)."""
@@ -210,10 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         summary.append("- install: Chainer already importable, wheel not installed")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
-    if gpu and "CHAINER_CUDNN" not in os.environ:
-        rc, _ = sh([python, "-c", "import cupy.cuda.cudnn, cupy.cudnn"])
-        if rc:
-            env["CHAINER_CUDNN"] = "0"
+    if gpu and "CHAINER_CUDNN" not in os.environ and not cupy_has_cudnn(python, env):
+        env["CHAINER_CUDNN"] = "0"
     summary.append(
         f"- CHAINER_CUDNN={env.get('CHAINER_CUDNN', '(unset)')}, "
         f"CUPY_TF32={env['CUPY_TF32']} (the TF32 bench variant sets its own)"

@@ -1,0 +1,51 @@
+"""Dry run of the one-call GPU script on the CPU (``--device @numpy``, tiny sizes).
+
+Every step runs for real through the same driver, in the same order, writing the same files;
+only what needs CuPy (the host-read detector, TF32) or PyTorch (the twin and its peak) is
+skipped where those are absent. So the device call cannot fail on plumbing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu" / "device_run.py"
+
+
+def test_device_script_dry_run(tmp_path: Path) -> None:
+    """All four steps pass on NumPy; at most 8 files come back; each holds its results."""
+    out = tmp_path / "out"
+    env = os.environ | {"TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "@numpy", "--tiny", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all(p.is_file() for p in out.iterdir()), files
+    summary = (out / "summary.md").read_text()
+    for step in ("check", "guard", "bench", "train"):
+        assert f"| {step} | 0 |" in summary, summary
+
+    check = json.loads((out / "check_correctness.json").read_text())
+    assert [r["ok"] for r in check["results"]] == [True]
+    assert "float64 train" in check["results"][0]["errors"]
+
+    assert "1/1 models pass" in (out / "guard.md").read_text()
+
+    rows = json.loads((out / "bench.json").read_text())["rows"]
+    measured = {(r["framework"], r["variant"]) for r in rows if r["images_s"]}
+    assert {("chainer", "float32"), ("chainer", "mixed16")} <= measured
+
+    train = (out / "train.md").read_text()
+    assert "**OK**" in train
+    assert '"max_abs_diff": 0.0' in train  # the resume is exact on NumPy
+    assert "--resume" in train and "| cut |" in train
