@@ -51,7 +51,24 @@ ENV = "CHAINER_NETS_CUDNN"
 DEFAULT = "0"
 
 _ORIG: dict[str, Any] = {}
-_STATE: dict[str, Any] = {"cudnn": None, "import_error": None, "handles": {}, "graphs": {}}
+_STATE: dict[str, Any] = {
+    "cudnn": None,
+    "import_error": None,
+    "handles": {},
+    "graphs": {},
+    "calls": 0,  # convolutions that took the cuDNN path (forward calls)
+}
+
+
+def calls() -> int:
+    """How many forward convolutions have taken the cuDNN path in this process."""
+    return int(_STATE["calls"])
+
+
+def import_error() -> str | None:
+    """Why the frontend did not import (None if it did or was not tried)."""
+    frontend()
+    return _STATE["import_error"]
 
 
 # ----------------------------------------------------------------------------
@@ -372,5 +389,6 @@ def convolution_2d(
             node = CudnnConvolution2D(_pair(stride), _pair(pad), int(kwargs.get("groups", 1)))
             args = (x, W) if b is None else (x, W, b)
             (y,) = node.apply(args)
+            _STATE["calls"] += 1
             return y
     return _ORIG["convolution_2d"](x, W, b, stride, pad, cover_all, **kwargs)

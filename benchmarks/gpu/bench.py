@@ -56,7 +56,17 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 CHAINER_VARIANTS = ("float32", "tf32", "mixed16")
 TORCH_VARIANTS = ("amp", "fp32", "tf32")
 #: Math mode whose measured peak a variant is compared with.
-PEAK_KIND = {"fp32": "fp32", "float32": "fp32", "tf32": "tf32", "amp": "fp16", "mixed16": "fp16"}
+PEAK_KIND = {
+    "fp32": "fp32",
+    "float32": "fp32",
+    "tf32": "tf32",
+    "amp": "fp16",
+    "mixed16": "fp16",
+    "float32+cudnn": "fp32",
+    "mixed16+cudnn": "fp16",
+}
+#: Chainer variants that take chainer_nets.cudnn_path's convolutions (the frontend must import).
+CUDNN_SUFFIX = "+cudnn"
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
 
@@ -132,7 +142,16 @@ def chainer_worker(args: argparse.Namespace) -> dict[str, Any]:
     device.use()
     xp = device.xp
     on_gpu = xp is not np
-    mixed = variant == "mixed16"
+    use_cudnn = variant.endswith(CUDNN_SUFFIX)
+    if use_cudnn:
+        from chainer_nets import cudnn_path
+
+        if not on_gpu:
+            return {"error": "the cuDNN path needs CuPy"}
+        if not cudnn_path.available():
+            return {"error": f"cuDNN frontend not importable: {cudnn_path.import_error()}"}
+        cudnn_path.install(default=True)
+    mixed = variant.removesuffix(CUDNN_SUFFIX) == "mixed16"
     dtype = chainer.mixed16 if mixed else np.float32
     np.random.seed(args.seed)
     if on_gpu:
@@ -188,6 +207,8 @@ def chainer_worker(args: argparse.Namespace) -> dict[str, Any]:
         step()  # the first warm-up step, with the FLOP counter on
     sync()
     sec, first = time_steps(step, sync, args.warmup - 1, args.repeats, args.steps)
+    if use_cudnn:
+        notes.append(f"{cudnn_path.calls()} convolutions on cuDNN, first step {first:.1f}s")
     result: dict[str, Any] = {
         "params": int(params),
         "fwd_flops_per_image": counter.flops // args.batch,
@@ -222,6 +243,8 @@ def run_chainer_variant(
     """Run :func:`chainer_worker` in a fresh interpreter with CUPY_TF32 set for ``variant``."""
     env = os.environ.copy()
     env["CUPY_TF32"] = "1" if variant == "tf32" else "0"
+    if variant == "float32" + CUDNN_SUFFIX:
+        env["NVIDIA_TF32_OVERRIDE"] = "0"  # cuDNN would use TF32 for float32 by default
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
     cmd = [
         sys.executable,

@@ -88,7 +88,7 @@ import numpy as np  # noqa: E402
 import chainer  # noqa: E402
 import chainer.functions as F  # noqa: E402
 import chainer.links as L  # noqa: E402
-from chainer_nets import cpu_fast  # noqa: E402
+from chainer_nets import cpu_fast, cudnn_path  # noqa: E402
 from chainer_nets.registry import count_params  # noqa: E402
 
 TOL32 = 1e-4  # float32 logits, normalised max error
@@ -293,9 +293,15 @@ def representative_models() -> list[str]:
     return specs
 
 
-def check_model(name: str, device: chainer.backend.Device, args: argparse.Namespace) -> Result:
-    """Compare ``name`` on ``device`` with NumPy; see the module docstring for the criteria."""
+def check_model(
+    name: str, device: chainer.backend.Device, args: argparse.Namespace, cudnn: bool = False
+) -> Result:
+    """Compare ``name`` on ``device`` with NumPy; see the module docstring for the criteria.
+
+    ``cudnn``: the device side takes chainer_nets.cudnn_path's convolutions (float32 only:
+    float64 falls back to Chainer's kernels, which the plain check covers)."""
     t0 = time.perf_counter()
+    calls0 = cudnn_path.calls()
     np.random.seed(args.seed)
     if device.xp is not np:
         device.xp.random.seed(args.seed)
@@ -337,7 +343,8 @@ def check_model(name: str, device: chainer.backend.Device, args: argparse.Namesp
             ref_model, dev_model = copy.deepcopy(base), copy.deepcopy(base)
             dev_model.to_device(device)
             ref = run(ref_model, cpu, xd, t, train, ref_seed, fast_ref, config)
-            dev = run(dev_model, device, xd, t, train, args.seed, True, config)
+            with cudnn_path.enabled(cudnn):
+                dev = run(dev_model, device, xd, t, train, args.seed, True, config)
             res.errors[f"{dtype} {'train' if train else 'test'}"] = compare(dev, ref)
             refs[dtype, train] = ref
             del ref_model, dev_model, dev
@@ -358,6 +365,12 @@ def check_model(name: str, device: chainer.backend.Device, args: argparse.Namesp
         if not good:
             res.notes.append(f"{key} out of tolerance")
         ok &= good
+    if cudnn:
+        n = cudnn_path.calls() - calls0
+        res.notes.append(f"{n} convolutions on the cuDNN path")
+        if n == 0:
+            res.notes.append("the cuDNN path was not taken")
+            ok = False
     res.ok = bool(ok and modes)
     res.seconds = time.perf_counter() - t0
     return res
@@ -465,6 +478,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="NumPy reference with Chainer's own kernels (chainer_nets.cpu_fast off)",
     )
+    ap.add_argument(
+        "--cudnn-models",
+        nargs="*",
+        default=[],
+        help="then these models again, float32, with chainer_nets.cudnn_path on the device side",
+    )
     ap.add_argument("--out", help="folder for check_correctness.{md,json}")
     args = ap.parse_args(argv)
 
@@ -492,17 +511,40 @@ def main(argv: list[str] | None = None) -> int:
             json.dump({"env": env, "results": [asdict(r) for r in results]}, f, indent=1)
 
     t_start = time.monotonic()
-    for name in names:
+    registered = {i.name for i in chainer_nets.list_models()}
+    jobs = [(name, False) for name in names] + [(name, True) for name in args.cudnn_models]
+    if args.cudnn_models:
+        cudnn_path.install(default=False)  # switched on per comparison, device side only
+    for name, cudnn in jobs:
+        label = f"{name} [cudnn]" if cudnn else name
+        skip = None
         if args.budget_s is not None and time.monotonic() - t_start > args.budget_s:
-            r = Result(name, 0, skipped=True, notes=[f"not run: --budget-s {args.budget_s:g}"])
+            skip = f"not run: --budget-s {args.budget_s:g}"
+        elif cudnn and name.partition(":")[0] not in registered:
+            skip = "not registered"
+        elif cudnn and device.xp is np:
+            skip = "the cuDNN path needs CuPy"
+        elif cudnn and not cudnn_path.available():
+            skip = f"cuDNN frontend not importable: {cudnn_path.import_error()}"
+        if skip:
+            r = Result(label, 0, skipped=True, notes=[skip])
             results.append(r)
-            print(f"{name:18s} SKIP  {r.notes[0]}", flush=True)
+            print(f"{label:18s} SKIP  {r.notes[0]}", flush=True)
             write()
             continue
         try:
-            r = check_model(name, device, args)
+            if cudnn:
+                r = check_model(
+                    name,
+                    device,
+                    argparse.Namespace(**{**vars(args), "dtypes": ["float32"]}),
+                    cudnn=True,
+                )
+                r.model = label
+            else:
+                r = check_model(name, device, args)
         except Exception as e:  # report and go on with the other models
-            r = Result(name, 0, notes=[f"{type(e).__name__}: {e}"])
+            r = Result(label, 0, notes=[f"{type(e).__name__}: {e}"])
         results.append(r)
         write()
         errs = "  ".join(
@@ -510,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
             for k, e in r.errors.items()
         )
         print(
-            f"{name:18s} {r.status} {r.seconds:5.1f}s  {errs}  {'; '.join(r.notes)}",
+            f"{label:18s} {r.status} {r.seconds:5.1f}s  {errs}  {'; '.join(r.notes)}",
             flush=True,
         )
     print("\n" + report(results, env, args), flush=True)

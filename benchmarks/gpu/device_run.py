@@ -56,6 +56,10 @@ GPU_LIMITS = {"check": 110, "guard": 45, "bench": 200, "train": 110}
 #: Benchmarked models in order; the last two are timed only where chainer_nets and the
 #: PyTorch twins both have them.
 BENCH_MODELS = ("wrn28_10", "resnet110", "densenet_bc100_k12", "resnext29_8x64d")
+#: Chainer variants timed: Chainer's own kernels, then chainer_nets.cudnn_path's convolutions.
+BENCH_CHAINER_VARIANTS = ("float32", "tf32", "mixed16", "float32+cudnn", "mixed16+cudnn")
+#: Models checked again (float32) with the cuDNN path: plain, wide, joins, groups.
+CUDNN_CHECK_MODELS = ("resnet20", "wrn16_8", "fractalnet20", "resnext29_8x64d")
 WARNING_RE = re.compile(r"\b\w*Warning\b: .*")
 
 
@@ -64,26 +68,29 @@ def tiny_plan(python: str) -> dict[str, list[str]]:
     g = os.path.join(HERE, "")
     return {
         "check": [python, g + "check_correctness.py", "--device", "@numpy", "--plain-reference",
-                  "--models", "resnet20", "--batch", "2"],
+                  "--models", "resnet20", "--batch", "2", "--cudnn-models", "resnet20"],
         "guard": [python, g + "guard.py", "--device", "@numpy", "--models", "resnet20",
                   "--batch", "2"],
         "bench": [python, g + "bench.py", "--quick", "--models", "resnet20", "--batch", "2",
-                  "--chainer-variants", "float32", "mixed16", "--torch-variants", "fp32", "amp",
+                  "--chainer-variants", "float32", "mixed16", "float32+cudnn",
+                  "--torch-variants", "fp32", "amp",
                   "--compile", "off", "--warmup", "1", "--repeats", "1", "--steps", "1",
                   "--gemm-n", "256", "--name", "bench"],
         "train": [python, g + "train_smoke.py", "--device", "@numpy", "--tiny"],
     }  # fmt: skip
 
 
-def gpu_plan(python: str) -> dict[str, list[str]]:
+def gpu_plan(python: str, bench_models: list[str]) -> dict[str, list[str]]:
     """Step command lines for the GPU call."""
     g = os.path.join(HERE, "")
     return {
         "check": [python, g + "check_correctness.py", "--device", "@cupy:0", "--representative",
-                  "--batch", "2", "--budget-s", str(GPU_LIMITS["check"] - 30)],
+                  "--batch", "2", "--budget-s", str(GPU_LIMITS["check"] - 30),
+                  "--cudnn-models", *CUDNN_CHECK_MODELS],
         "guard": [python, g + "guard.py", "--device", "@cupy:0", "--batch", "8",
                   "--budget-s", str(GPU_LIMITS["guard"] - 15)],
-        "bench": [python, g + "bench.py", "--models", *BENCH_MODELS, "--compile", "off",
+        "bench": [python, g + "bench.py", "--models", *bench_models, "--compile", "off",
+                  "--chainer-variants", *BENCH_CHAINER_VARIANTS,
                   "--warmup", "3", "--repeats", "5", "--steps", "3",
                   "--budget-s", str(GPU_LIMITS["bench"] - 45), "--name", "bench"],
         "train": [python, g + "train_smoke.py", "--device", "@cupy:0"],
@@ -159,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget-s", type=float, default=None, help="start no step after this (GPU: 480)"
     )
-    ap.add_argument("--site", default="/tmp/chainer_site", help="where the wheel is installed")
+    ap.add_argument("--site", default="/tmp/chainer_site", help="where the wheels are installed")
+    ap.add_argument("--bench-models", nargs="+", default=list(BENCH_MODELS))
     a = ap.parse_args(argv)
     if not a.out:
         ap.error("--out (or $OUT) is required")
@@ -196,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary.append("- versions: " + sh([python, "-c", versions])[1].replace("\n", "; "))
 
-    # 2. Chainer from the carried wheel, unless this Python already has it.
-    wheels = sorted(glob.glob(os.path.join(ROOT, ".whl", "chainer-*.whl")))
+    # 2. Chainer (and the cuDNN frontend, if carried) from .whl/, unless Chainer is there.
+    wheels = sorted(glob.glob(os.path.join(ROOT, ".whl", "*.whl")))
     if importlib.util.find_spec("chainer") is None:
         if not wheels:
             summary.append("- install: **no Chainer and no .whl/chainer-*.whl**; stopping")
@@ -209,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
              "--no-cache-dir", "--upgrade", "--target", a.site, *wheels],
             timeout=120,
         )  # fmt: skip
-        summary.append(f"- install: {os.path.basename(wheels[0])} -> {a.site} (exit {rc}) {text}")
+        names = ", ".join(os.path.basename(w) for w in wheels)
+        summary.append(f"- install: {names} -> {a.site} (exit {rc}) {text}")
         if rc:
             (out / "summary.md").write_text("\n".join(summary) + "\n")
             print("\n".join(summary))
@@ -231,10 +240,20 @@ def main(argv: list[str] | None = None) -> int:
         env=env,
     )  # fmt: skip
     summary.append(f"- import chainer_nets: exit {rc}: {text.splitlines()[-1] if text else ''}")
+    rc, text = sh(
+        [python, "-c", "import chainer_nets; from chainer_nets import cudnn_path as c; "
+         "print('cuDNN frontend:', c.available(), c.import_error() or ''); "
+         "m = c.frontend(); print('version', getattr(m, '__version__', '-'), "
+         "'backend', m.backend_version() if m else '-')"],
+        env=env,
+    )  # fmt: skip
+    summary.append(
+        f"- cuDNN path (chainer_nets.cudnn_path): exit {rc}: {text.replace(chr(10), '; ')}"
+    )
     summary += ["", "| step | exit | s | warnings |", "|---|---:|---:|---|"]
 
     # 3-6. The steps.
-    plan = tiny_plan(python) if a.tiny else gpu_plan(python)
+    plan = tiny_plan(python) if a.tiny else gpu_plan(python, a.bench_models)
     status = {}
     with open(out / "run.log", "a") as log:
         for step in a.steps:
@@ -245,7 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                 summary.append(f"| {step} | not run: --budget-s {a.budget_s:g} reached | | |")
                 continue
             limit = min(GPU_LIMITS[step] if gpu else 900, left + 60)
-            rc, sec, warns = run_step(cmd, env, limit, log)
+            step_env = env
+            if step == "check":
+                # cuDNN runs float32 convolutions in TF32 unless told not to; the check's
+                # float32 comparison of the cuDNN path needs full float32.
+                step_env = {**env, "NVIDIA_TF32_OVERRIDE": "0"}
+            rc, sec, warns = run_step(cmd, step_env, limit, log)
             status[step] = rc
             shown = "<br>".join(w.replace("|", "/")[:200] for w in warns[:8]) or "-"
             exit_text = "timeout" if rc == -9 else str(rc)
