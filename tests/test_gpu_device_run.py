@@ -36,14 +36,21 @@ def test_device_script_dry_run(tmp_path: Path) -> None:
         assert f"| {step} | 0 |" in summary, summary
 
     check = json.loads((out / "check_correctness.json").read_text())
-    assert [r["ok"] for r in check["results"]] == [True]
+    assert [(r["model"], r["ok"], r["skipped"]) for r in check["results"]] == [
+        ("resnet20", True, False),
+        ("resnet20 [cudnn]", False, True),  # the cuDNN path needs CuPy: skipped, said why
+    ]
     assert "float64 train" in check["results"][0]["errors"]
+    assert check["results"][1]["notes"] == ["the cuDNN path needs CuPy"]
 
     assert "1/1 models pass" in (out / "guard.md").read_text()
 
     rows = json.loads((out / "bench.json").read_text())["rows"]
     measured = {(r["framework"], r["variant"]) for r in rows if r["images_s"]}
     assert {("chainer", "float32"), ("chainer", "mixed16")} <= measured
+    cudnn = [r for r in rows if r["variant"] == "float32+cudnn"]
+    assert len(cudnn) == 1 and not cudnn[0]["images_s"]
+    assert "needs CuPy" in cudnn[0]["notes"][0]
 
     train = (out / "train.md").read_text()
     assert "**OK**" in train
