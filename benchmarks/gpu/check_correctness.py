@@ -458,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
     every model, so a run cut off by a time limit keeps the rows it finished."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="@cupy:0", help="@cupy:0 (default) or @numpy")
-    ap.add_argument("--models", nargs="+", help="default: every registered model")
+    ap.add_argument(
+        "--models", nargs="*", help="default: every registered model (none: only --cudnn-models)"
+    )
     ap.add_argument(
         "--representative", action="store_true", help="one model per block type (see docstring)"
     )
@@ -485,13 +487,17 @@ def main(argv: list[str] | None = None) -> int:
         help="then these models again, float32, with chainer_nets.cudnn_path on the device side",
     )
     ap.add_argument("--out", help="folder for check_correctness.{md,json}")
+    ap.add_argument("--name", default="check_correctness", help="file stem in --out")
+    ap.add_argument(
+        "--embed-json", action="store_true", help="JSON at the end of the .md, no .json file"
+    )
     args = ap.parse_args(argv)
 
     if os.environ.get("CUPY_TF32", "0") not in ("", "0"):
         print("warning: CUPY_TF32 is set; TF32 GEMMs exceed the float32 tolerance", flush=True)
     device = chainer.get_device(args.device)
     device.use()
-    if args.models:
+    if args.models is not None:
         names = args.models
     elif args.representative:
         names = representative_models()
@@ -505,10 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         if not args.out:
             return
         os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "check_correctness.md"), "w") as f:
+        data = {"env": env, "results": [asdict(r) for r in results]}
+        with open(os.path.join(args.out, f"{args.name}.md"), "w") as f:
             f.write(report(results, env, args))
-        with open(os.path.join(args.out, "check_correctness.json"), "w") as f:
-            json.dump({"env": env, "results": [asdict(r) for r in results]}, f, indent=1)
+            if args.embed_json:
+                f.write("\n```json\n" + json.dumps(data, indent=1) + "\n```\n")
+        if not args.embed_json:
+            with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
+                json.dump(data, f, indent=1)
 
     t_start = time.monotonic()
     registered = {i.name for i in chainer_nets.list_models()}

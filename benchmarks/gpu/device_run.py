@@ -11,6 +11,9 @@ finished):
    Chainer then skips its "cuDNN is not enabled" warning, which would stop a ``-W error`` run.
 3. ``check``: CuPy vs NumPy, one model per block type, float64 exact and float32 sanity
    (``check_correctness.py --representative``), a row per model as it finishes.
+3b. ``cudnn``: the same comparison in float32 for a few models with
+   :mod:`chainer_nets.cudnn_path` on (its own process: an unverified path cannot take the
+   plain check down with it).
 4. ``guard``: one training step per model under ``cupyx.allow_synchronize(False)``
    (``guard.py``).
 5. ``bench``: training-step throughput, chainer_nets float32 / TF32 / mixed16 against the
@@ -21,8 +24,8 @@ finished):
    format, uninterrupted and killed + ``--resume``d (``train_smoke.py``).
 
 Files in ``--out`` (at most 8): ``summary.md`` (environment, each step's status, time and
-warnings), ``run.log`` (every step's output), ``check_correctness.md``/``.json``,
-``guard.md``, ``bench.md``/``.json``, ``train.md``.
+warnings), ``run.log`` (every step's output), ``check_correctness.md``, ``check_cudnn.md``
+(their JSON at the end), ``guard.md``, ``bench.md``/``.json``, ``train.md``.
 
     python3 benchmarks/gpu/device_run.py --out $OUT                 # on the GPU machine
     python benchmarks/gpu/device_run.py --device @numpy --tiny --out /tmp/dry   # CPU dry run
@@ -50,16 +53,16 @@ from typing import TextIO
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-STEPS = ("check", "guard", "bench", "train")
+STEPS = ("check", "cudnn", "guard", "bench", "train")
 #: Seconds each step may take on the GPU (the call's limit is 10 minutes; ~8 are planned).
-GPU_LIMITS = {"check": 110, "guard": 45, "bench": 200, "train": 110}
+GPU_LIMITS = {"check": 100, "cudnn": 50, "guard": 40, "bench": 190, "train": 100}
 #: Benchmarked models in order; the last two are timed only where chainer_nets and the
 #: PyTorch twins both have them.
 BENCH_MODELS = ("wrn28_10", "resnet110", "densenet_bc100_k12", "resnext29_8x64d")
 #: Chainer variants timed: Chainer's own kernels, then chainer_nets.cudnn_path's convolutions.
 BENCH_CHAINER_VARIANTS = ("float32", "tf32", "mixed16", "float32+cudnn", "mixed16+cudnn")
 #: Models checked again (float32) with the cuDNN path: plain, wide, joins, groups.
-CUDNN_CHECK_MODELS = ("resnet20", "wrn16_8", "fractalnet20", "resnext29_8x64d")
+CUDNN_CHECK_MODELS = ("resnet20", "wrn16_8", "resnext29_8x64d")
 WARNING_RE = re.compile(r"\b\w*Warning\b: .*")
 
 
@@ -68,7 +71,10 @@ def tiny_plan(python: str) -> dict[str, list[str]]:
     g = os.path.join(HERE, "")
     return {
         "check": [python, g + "check_correctness.py", "--device", "@numpy", "--plain-reference",
-                  "--models", "resnet20", "--batch", "2", "--cudnn-models", "resnet20"],
+                  "--models", "resnet20", "--batch", "2", "--embed-json"],
+        "cudnn": [python, g + "check_correctness.py", "--device", "@numpy", "--plain-reference",
+                  "--models", "--cudnn-models", "resnet20", "--batch", "2",
+                  "--name", "check_cudnn", "--embed-json"],
         "guard": [python, g + "guard.py", "--device", "@numpy", "--models", "resnet20",
                   "--batch", "2"],
         "bench": [python, g + "bench.py", "--quick", "--models", "resnet20", "--batch", "2",
@@ -85,8 +91,11 @@ def gpu_plan(python: str, bench_models: list[str]) -> dict[str, list[str]]:
     g = os.path.join(HERE, "")
     return {
         "check": [python, g + "check_correctness.py", "--device", "@cupy:0", "--representative",
-                  "--batch", "2", "--budget-s", str(GPU_LIMITS["check"] - 30),
-                  "--cudnn-models", *CUDNN_CHECK_MODELS],
+                  "--batch", "2", "--budget-s", str(GPU_LIMITS["check"] - 30), "--embed-json"],
+        "cudnn": [python, g + "check_correctness.py", "--device", "@cupy:0", "--models",
+                  "--cudnn-models", *CUDNN_CHECK_MODELS, "--batch", "2",
+                  "--budget-s", str(GPU_LIMITS["cudnn"] - 20), "--name", "check_cudnn",
+                  "--embed-json"],
         "guard": [python, g + "guard.py", "--device", "@cupy:0", "--batch", "8",
                   "--budget-s", str(GPU_LIMITS["guard"] - 15)],
         "bench": [python, g + "bench.py", "--models", *bench_models, "--compile", "off",
@@ -265,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             limit = min(GPU_LIMITS[step] if gpu else 900, left + 60)
             step_env = env
-            if step == "check":
+            if step in ("check", "cudnn"):
                 # cuDNN runs float32 convolutions in TF32 unless told not to; the check's
                 # float32 comparison of the cuDNN path needs full float32.
                 step_env = {**env, "NVIDIA_TF32_OVERRIDE": "0"}
