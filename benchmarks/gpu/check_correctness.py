@@ -54,6 +54,11 @@ registered model of every model class it does not cover), each row written to ``
 soon as it finishes. A model spec ``name:key=value,...`` builds the registered model with its
 keyword arguments overridden (a shallower instance of the same blocks).
 
+``--cudnn-models`` then checks the given models again, float32 only, with the device side's
+convolutions on :mod:`chainer_nets.cudnn_path` (rows ``name [cudnn]``; a row fails if no
+convolution took that path). Run it with ``NVIDIA_TF32_OVERRIDE=0``: cuDNN otherwise runs
+float32 convolutions in TF32.
+
 ``--device @numpy`` runs the same logic with NumPy on both sides (the device copy takes
 chainer_nets.cpu_fast's kernels; ``--plain-reference`` gives the reference Chainer's own
 kernels, which makes the CPU run a real comparison of two implementations).
