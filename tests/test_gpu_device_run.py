@@ -63,3 +63,39 @@ def test_device_script_dry_run(tmp_path: Path) -> None:
     assert "**OK**" in train
     assert '"max_abs_diff": 0.0' in train  # the resume is exact on NumPy
     assert "--resume" in train and "| cut |" in train
+
+
+def test_gpu_plan_command_lines_parse(monkeypatch) -> None:
+    """Every step's command line of the GPU call is accepted by its script's parser (the dry
+    run uses the tiny plan, so this covers the GPU-only options)."""
+    import argparse
+    import importlib.util
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import device_run
+
+    class Parsed(Exception):
+        pass
+
+    real = argparse.ArgumentParser.parse_args
+
+    def parse_then_stop(self, args=None, namespace=None):
+        raise Parsed(real(self, args, namespace))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
+    plan = device_run.gpu_plan(sys.executable, list(device_run.BENCH_MODELS))
+    assert list(plan) == list(device_run.STEPS)
+    for step, cmd in plan.items():
+        path = Path(cmd[1])
+        spec = importlib.util.spec_from_file_location(f"_plan_{step}", path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look it up
+        spec.loader.exec_module(module)
+        try:
+            module.main([*cmd[2:], "--out", "unused"])
+        except Parsed as p:
+            ns = p.args[0]
+        else:
+            raise AssertionError(f"{step}: main() returned without parsing")
+        assert "cupy" in (getattr(ns, "device", None) or "@cupy:0")
+    assert ns.device == "@cupy:0"  # the train step
