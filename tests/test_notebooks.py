@@ -41,7 +41,6 @@ REQUIRED_CALLS = [
     "nb.param_check",
     "nb.show_recipe",
     "nb.quick_settings",
-    "nb.noise_level",
     "nb.reproduction",
 ]
 #: Words about how the project is built, never about the papers: none may reach a reader.
@@ -190,6 +189,16 @@ def test_skeleton(source: Path) -> None:
     assert not absent, f"{source.name} never calls {absent}"
     params = text.split('# %% tags=["parameters"]', 1)[1].split("# %%", 1)[0]
     assert re.search(r"^QUICK = dict\(", params, re.M), "quick settings: one QUICK = dict(...)"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=IDS)
+def test_experiment_prints_its_noise_level(source: Path) -> None:
+    """The experiment's output states its noise level (``nb.noise_level`` for an accuracy,
+    a sentence starting "Noise level:" for any other measure)."""
+    printed = "".join(
+        str(o.get("text", "")) for c in _ipynb(source).cells for o in c.get("outputs", [])
+    )
+    assert "Noise level:" in printed, f"{source.name}: no noise level printed; {_hint(source)}"
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
