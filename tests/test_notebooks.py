@@ -255,7 +255,7 @@ def test_stale_notebook_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     src = tmp_path / "99_x.py"
     src.write_text("# %%\nprint(1)\n")
     book = nbformat.v4.new_notebook()
-    files = render.package_files()
+    files = render.package_files(src)
     book.metadata[render.META_KEY] = {
         "package_digest": render.package_digest(files),
         "package_files": files,
