@@ -301,6 +301,8 @@ def finish(
 ) -> dict:  # fmt: skip
     """Save the final weights, score them and write ``result.json`` (once; rank 0 with MPI)."""
     root = dist is None or dist.is_root
+    if dist is not None and not cfg.sync_bn:  # the run may end inside an epoch
+        distributed.mean_bn_statistics(net, dist)()
     if root:
         rf.save_npz(out / rf.MODEL_FILE, net)
     test = ext.evaluate_parts(net, *d.test, run.eval_conv, device, run.eval_batch, dist)
