@@ -133,9 +133,10 @@ def test_kill_one_rank_then_resume_equals_uninterrupted(
         assert time.monotonic() < deadline, "no snapshot after 240 s"
         time.sleep(0.2)
     os.kill(int((pids / "rank1.pid").read_text()), signal.SIGKILL)
-    _, err = p.communicate(timeout=120)
+    out_text, err = p.communicate(timeout=120)
     assert p.returncode != 0
-    assert "KILLED BY SIGNAL: 9" in err or "BAD TERMINATION" in err, err[-2000:]
+    said = out_text + err  # MPICH's launcher reports on its stdout
+    assert "BAD TERMINATION" in said and "signal 9" in said, said[-2000:]
     assert not (out / rf.RESULT_FILE).exists()
     snaps = rf.list_snapshots(out)
     assert snaps and rf.snapshot_epoch(snaps[0].name) >= 2
