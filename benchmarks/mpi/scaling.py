@@ -82,7 +82,11 @@ def main() -> None:
         )
     record = {
         "settings": {k: v for k, v in vars(a).items() if k != "out"},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),  # other jobs on the machine
+        },
         "points": points,
     }
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
