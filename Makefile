@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "setuptools<82" wheel
 	$(PY) -m pip install --quiet --no-build-isolation "chainer==7.8.1"
-	$(PY) -m pip install --quiet -e ".[test,notebooks]"
+	$(PY) -m pip install --quiet -e ".[test,notebooks,mpi]"
 	touch $@
 
 demo: setup

@@ -200,6 +200,10 @@ class AugmentConverter:
     Training augmentation (pad-``pad`` random crop with a mean-colour, black or
     reflected border, see :data:`PAD_MODES`; horizontal flip) is done per batch
     with the device's array module, so it runs on the GPU when the model does.
+    With ``shard=(r, n)`` (data-parallel training, :mod:`chainer_nets.distributed`)
+    it is given the whole global batch, draws the augmentation of all of it and
+    keeps the ``r``-th of ``n`` equal contiguous parts: the ranks together train
+    on exactly the images and crops one process would.
     """
 
     def __init__(
@@ -213,6 +217,7 @@ class AugmentConverter:
         flip: bool = True,
         seed: int = 0,
         dtype: np.dtype | str = np.float32,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if pad_mode not in PAD_MODES:
             raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
@@ -220,16 +225,20 @@ class AugmentConverter:
         self.std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
         self.augment, self.pad, self.pad_mode, self.flip = augment, pad, pad_mode, flip
         self.dtype = np.dtype(dtype)
+        self.shard = shard  # (rank, ranks): keep this part of every batch, see __call__
         self.rng = np.random.Generator(np.random.PCG64(seed))
         self._device_constants: dict[str, tuple] = {}  # mean and std sent once per device
 
     def __call__(self, batch: list, device=None) -> tuple:
         """Stack ``(image, label)`` pairs, send them to ``device``, augment and normalise."""
-        x, t = chainer.dataset.concat_examples(batch)
+        n, (rank, ranks) = len(batch), self.shard
+        lo, hi = n * rank // ranks, n * (rank + 1) // ranks
         if self.augment:
-            n, p = len(x), self.pad
+            p = self.pad
             offsets = self.rng.integers(0, 2 * p + 1, size=(n, 2)) if p else np.zeros((n, 2), int)
             flips = self.rng.random(n) < 0.5 if self.flip else np.zeros(n, bool)
+            offsets, flips = offsets[lo:hi], flips[lo:hi]
+        x, t = chainer.dataset.concat_examples(batch[lo:hi])
         device = chainer.get_device(device if device is not None else "@numpy")
         x, t = device.send(x), device.send(t)
         xp = device.xp

@@ -29,12 +29,13 @@ from chainer import training
 from chainer.training import extensions as chx
 
 from chainer_nets import data as cdata
-from chainer_nets import runfolder
+from chainer_nets import distributed, runfolder
 from chainer_nets.evaluate import evaluate_arrays
 from chainer_nets.runfolder import RunError
 from chainer_nets.schedule import Schedule
 
 if TYPE_CHECKING:
+    from chainer_nets.distributed import Dist
     from chainer_nets.recipes import Recipe
     from chainer_nets.train import RunData, TrainConfig
 
@@ -99,21 +100,33 @@ class ScheduledUpdater(training.updaters.StandardUpdater):
 
 class ImageWeightedEvaluator(training.Extension):
     """Per-epoch loss and accuracy averaged over images (Chainer's Evaluator averages batches,
-    which skews the mean when the last batch is smaller); reports ``<name>/main/*``."""
+    which skews the mean when the last batch is smaller); reports ``<name>/main/*``.
+    With ``dist`` each rank scores its part and the sums are added over the ranks."""
 
     trigger = (1, "epoch")
     priority = training.PRIORITY_WRITER
 
-    def __init__(self, net: chainer.Chain, x, y, conv, device, batch: int) -> None:
+    def __init__(
+        self, net: chainer.Chain, x, y, conv, device, batch: int, dist: Dist | None = None
+    ) -> None:
         self.net, self.x, self.y = net, x, y
-        self.conv, self.device, self.batch = conv, device, batch
+        self.conv, self.device, self.batch, self.dist = conv, device, batch, dist
 
     def __call__(self, trainer: training.Trainer) -> None:
         """Evaluate and report under this extension's name."""
-        res = evaluate_arrays(self.net, self.x, self.y, self.conv, self.device, self.batch)
+        res = evaluate_parts(
+            self.net, self.x, self.y, self.conv, self.device, self.batch, self.dist
+        )
         chainer.report(
             {f"{self.name}/main/loss": res["loss"], f"{self.name}/main/accuracy": res["accuracy"]}
         )
+
+
+def evaluate_parts(net: chainer.Chain, x, y, conv, device, batch: int, dist: Dist | None) -> dict:
+    """:func:`evaluate_arrays` on this rank's part of ``x, y``, reduced over the ranks."""
+    part = distributed.part(len(x), dist)
+    res = evaluate_arrays(net, x[part], y[part], conv, device, batch)
+    return distributed.reduce_scores(res, len(x[part]), dist)
 
 
 class Diverged(RunError):
@@ -165,19 +178,31 @@ class NonFiniteCheck(training.Extension):
 
 class Snapshot(training.Extension):
     """Writes ``snapshot_epoch_N`` atomically and deletes the tool's older snapshots beyond
-    the newest :data:`~chainer_nets.runfolder.SNAPSHOTS_KEPT`."""
+    the newest :data:`~chainer_nets.runfolder.SNAPSHOTS_KEPT`. With ``dist``, rank 0
+    writes it after collecting every rank's random state (``keeper``)."""
 
     trigger = (1, "epoch")
     priority = -100
 
-    def __init__(self, out: Path, keep: int = runfolder.SNAPSHOTS_KEPT) -> None:
-        self.out, self.keep = Path(out), keep
+    def __init__(
+        self,
+        out: Path,
+        keep: int = runfolder.SNAPSHOTS_KEPT,
+        dist: Dist | None = None,
+        keeper: RandomStateKeeper | None = None,
+    ) -> None:
+        self.out, self.keep, self.dist, self.keeper = Path(out), keep, dist, keeper
         self.last_good: Path | None = None  # written by this run or loaded on resume
 
     def __call__(self, trainer: training.Trainer) -> None:
         """Save now, then prune."""
         epoch = trainer.updater.epoch
         path = self.out / runfolder.snapshot_name(epoch)
+        if self.dist is not None:
+            self.keeper.gather()
+            if not self.dist.is_root:
+                self.last_good = path
+                return
         runfolder.save_npz(path, trainer)
         self.last_good = path
         for old in runfolder.list_snapshots(self.out)[self.keep :]:
@@ -209,7 +234,9 @@ class RandomStateKeeper(training.Extension):
     snapshots. CuPy's generator state cannot be read out, so on a GPU its stream
     is re-seeded from (seed, iteration) at every epoch end and after a snapshot
     is loaded: the uninterrupted and the resumed run then draw the same masks.
-    On the CPU CuPy is never touched.
+    On the CPU CuPy is never touched. With ``dist`` the snapshot holds one row of
+    NumPy state per rank (rank 0 writes what :meth:`gather` collected) and each
+    rank reads back its own; the augmentation state is the same on every rank.
     """
 
     trigger = (1, "epoch")
@@ -221,31 +248,63 @@ class RandomStateKeeper(training.Extension):
         device: chainer.backend.Device | None = None,
         seed: int = 0,
         updater: training.Updater | None = None,
+        dist: Dist | None = None,
     ) -> None:
         self.converter, self.device, self.seed, self.updater = converter, device, seed, updater
+        self.dist, self.gathered = dist, None
 
     def reseed_device(self, iteration: int) -> None:
-        """Re-seed the device's generator from (seed, iteration); nothing on the CPU."""
+        """Re-seed the device's generator from (seed, iteration[, rank]); nothing on the CPU."""
         if self.device is None or self.device.xp is np:
             return
-        state = np.random.SeedSequence([self.seed, iteration]).generate_state(1)[0]
+        rank = [self.dist.rank] if self.dist is not None and self.dist.rank else []
+        state = np.random.SeedSequence([self.seed, iteration, *rank]).generate_state(1)[0]
         self.device.xp.random.seed(int(state))
 
     def __call__(self, trainer: training.Trainer) -> None:
         """At each epoch end, re-seed the device's stream."""
         self.reseed_device(trainer.updater.iteration)
 
+    @staticmethod
+    def numpy_state() -> tuple[np.ndarray, np.ndarray]:
+        """NumPy's global generator as (keys, [pos, has_gauss, gauss])."""
+        _, keys, pos, has_gauss, gauss = np.random.get_state()
+        return keys.copy(), np.array([pos, has_gauss, gauss], dtype=np.float64)
+
+    def gather(self) -> None:
+        """Collect every rank's NumPy state on rank 0 (called on every rank before a snapshot)."""
+        states = self.dist.comm.gather_obj(self.numpy_state())
+        if self.dist.is_root:
+            self.gathered = tuple(np.stack(a) for a in zip(*states, strict=True))
+
     def serialize(self, serializer: chainer.AbstractSerializer) -> None:
         """Write or read the host generators; after reading, re-seed the device's."""
-        name, keys, pos, has_gauss, gauss = np.random.get_state()
-        keys = serializer("numpy_keys", keys.copy())
-        meta = serializer("numpy_meta", np.array([pos, has_gauss, gauss], dtype=np.float64))
+        loading = isinstance(serializer, chainer.serializer.Deserializer)
+        keys, meta = self.numpy_state()
+        if self.dist is not None and not loading:
+            keys, meta = self.gathered
+        keys = serializer("numpy_keys", None if loading else keys)
+        meta = serializer("numpy_meta", None if loading else meta)
         aug = serializer("augment", self.converter.rng_state())
-        if isinstance(serializer, chainer.serializer.Deserializer):
-            np.random.set_state((name, keys, int(meta[0]), int(meta[1]), float(meta[2])))
+        if loading:
+            keys, meta = self._own_row(np.asarray(keys), np.asarray(meta))
+            np.random.set_state(("MT19937", keys, int(meta[0]), int(meta[1]), float(meta[2])))
             self.converter.set_rng_state(str(aug))
             if self.updater is not None:  # restored before the extensions
                 self.reseed_device(self.updater.iteration)
+
+    def _own_row(self, keys: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's state from a snapshot; RunError when it was saved by another N."""
+        ranks = 1 if keys.ndim == 1 else len(keys)
+        size = 1 if self.dist is None else self.dist.size
+        if ranks != size:
+            raise RunError(
+                f"the snapshot holds the random state of {ranks} processes, "
+                f"this run has {size}; resume with the same number of processes"
+            )
+        if keys.ndim == 1:
+            return keys, meta
+        return keys[self.dist.rank], meta[self.dist.rank]
 
 
 class EarlyStop:
@@ -290,14 +349,17 @@ def build_trainer(
     device,
     out: Path,
     stop_at_epoch: int | None,
+    dist: Dist | None = None,
 ) -> Run:
-    """The Trainer with its updater, evaluators, reports, checks and snapshots."""
+    """The Trainer with its updater, evaluators, reports, checks and snapshots (``dist``: each
+    rank trains on its part of every global batch; only rank 0 reports and writes)."""
     batch = cfg.batch_size or recipe.batch_size
+    shard = (0, 1) if dist is None else (dist.rank, dist.size)
     in_dtype = np.float16 if cfg.dtype == "mixed16" else np.float32
     aug = recipe.augment
     train_conv = cdata.AugmentConverter(
         d.mean, d.std, augment=True, pad=aug.pad, pad_mode=aug.pad_mode, flip=aug.flip,
-        seed=cfg.seed, dtype=in_dtype,
+        seed=cfg.seed, dtype=in_dtype, shard=shard,
     )  # fmt: skip
     eval_conv = cdata.AugmentConverter(d.mean, d.std, augment=False, dtype=in_dtype)
     train_iter = chainer.iterators.SerialIterator(
@@ -311,17 +373,27 @@ def build_trainer(
     )
     trainer = training.Trainer(updater, EarlyStop(schedule.stop, stop_at_epoch), out=str(out))
     eval_batch = max(batch, 256)
-    trainer.extend(RandomStateKeeper(train_conv, device, cfg.seed, updater), name="rng")
+    keeper = RandomStateKeeper(train_conv, device, cfg.seed, updater, dist)
+    trainer.extend(keeper, name="rng")
     if d.val is not None:
         trainer.extend(
-            ImageWeightedEvaluator(net, *d.val, eval_conv, device, eval_batch), name="val"
+            ImageWeightedEvaluator(net, *d.val, eval_conv, device, eval_batch, dist), name="val"
         )
-    trainer.extend(ImageWeightedEvaluator(net, *d.test, eval_conv, device, eval_batch), name="test")
-    snapshot = Snapshot(out)
+    trainer.extend(
+        ImageWeightedEvaluator(net, *d.test, eval_conv, device, eval_batch, dist), name="test"
+    )
+    snapshot = Snapshot(out, dist=dist, keeper=keeper)
     advice = (
         f"Try a smaller --lr (this run's is {schedule.base_lr:g}; the recipe's is {recipe.lr:g})."
     )
     trainer.extend(NonFiniteCheck(snapshot, advice=advice), name="nonfinite")
+    trainer.extend(snapshot, name="snapshot", trigger=(cfg.snapshot_every, "epoch"))
+    if dist is not None:
+        trainer.extend(distributed.MeanOverRanks(dist), name="mean_over_ranks")
+        if not cfg.sync_bn:
+            trainer.extend(distributed.mean_bn_statistics(net, dist), name="mean_bn_statistics")
+    if dist is not None and not dist.is_root:
+        return Run(trainer, updater, snapshot, eval_conv, eval_batch)
     trainer.extend(chx.observe_lr())
     trainer.extend(chx.LogReport(trigger=(1, "epoch")))
     keys = ["main/loss", "main/accuracy"]
@@ -339,5 +411,4 @@ def build_trainer(
         ys = [y for y in ys if d.val is not None or not y.startswith("val/")]
         trainer.extend(chx.PlotReport(ys, "epoch", file_name=runfolder.plot_tmp_name(name)))
     trainer.extend(PublishPlots(out, tuple(plots)), name="publish_plots")
-    trainer.extend(snapshot, name="snapshot", trigger=(cfg.snapshot_every, "epoch"))
     return Run(trainer, updater, snapshot, eval_conv, eval_batch)

@@ -3,6 +3,11 @@
     python -m chainer_nets.train --model wrn28_10 --device @cupy:0
     python -m chainer_nets.train --list
     python -m chainer_nets.train --model resnet20 --quick          # a short CPU run
+    mpiexec -n 2 python -m chainer_nets.train --model resnet20 --communicator naive
+
+``--communicator`` trains data-parallel over MPI processes with ChainerMN
+(:mod:`chainer_nets.distributed`): the batch size stays the global one and rank 0
+alone writes the run folder.
 
 Built on Chainer's Trainer. :func:`train` is a list of steps: check every
 option and the data before anything is written; take the run folder
@@ -22,6 +27,7 @@ Exit status of the command: 0 done, 2 bad input (one line saying which),
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import math
@@ -36,9 +42,9 @@ import chainer.links as L
 import numpy as np
 
 from chainer_nets import data as cdata
+from chainer_nets import distributed
 from chainer_nets import extensions as ext
 from chainer_nets import runfolder as rf
-from chainer_nets.evaluate import evaluate_arrays
 from chainer_nets.recipes import Recipe, UnknownRecipeError, get_recipe
 from chainer_nets.registry import (
     ModelInfo,
@@ -53,7 +59,9 @@ from chainer_nets.schedule import Schedule
 #: What ``--quick`` means: a run that finishes in about a minute on a laptop CPU.
 QUICK = {"train_subset": 2000, "test_subset": 1000, "epochs": 2}
 #: Options that must be the same when a run is resumed.
-RESUME_KEYS = ("model", "epochs", "batch_size", "lr", "seed", "train_subset", "val_split", "dtype")
+RESUME_KEYS = (
+    "model", "epochs", "batch_size", "lr", "seed", "train_subset", "val_split", "dtype", "sync_bn",
+)  # fmt: skip
 
 
 @dataclass
@@ -75,6 +83,9 @@ class TrainConfig:
     loss_scale: float | None = None
     resume: bool = False
     snapshot_every: int = 1
+    communicator: str | None = None  # ChainerMN communicator: data-parallel over MPI ranks
+    sync_bn: bool = False  # batch-norm statistics over the global batch (with a communicator)
+    ranks: int = 1  # processes of the run (filled in by train)
     progress: bool = True
     print_report: bool = True
     command: str = ""  # how the run was started (filled in by the CLI)
@@ -88,7 +99,9 @@ def _finite_positive(x: float | None) -> bool:
     return x is None or (math.isfinite(x) and x > 0)
 
 
-def validate(cfg: TrainConfig) -> tuple[ModelInfo, Recipe, chainer.backend.Device]:
+def validate(
+    cfg: TrainConfig, dist: distributed.Dist | None = None
+) -> tuple[ModelInfo, Recipe, chainer.backend.Device]:
     """Check every option and the run folder; return (model info, recipe, device). UsageError."""
     try:
         info = get_model_info(cfg.model)
@@ -112,11 +125,13 @@ def validate(cfg: TrainConfig) -> tuple[ModelInfo, Recipe, chainer.backend.Devic
         ),
         (_finite_positive(cfg.loss_scale), "--loss-scale must be > 0 and finite"),
         (0 <= cfg.seed < 2**32, f"--seed must be in 0..{2**32 - 1}, got {cfg.seed}"),
+        (not cfg.sync_bn or dist is not None, "--sync-bn needs --communicator (and mpiexec)"),
     ]
     for ok, message in checks:
         if not ok:
             raise UsageError(message)
-    device = rf.resolve_device(cfg.device)
+    device = rf.resolve_device(distributed.device_spec(cfg.device, dist))
+    distributed.check(dist, cfg.batch_size or recipe.batch_size, device)
     out = out_dir(cfg)
     rf.check_out(out)
     rf.check_free(out, cfg.resume)
@@ -126,7 +141,13 @@ def validate(cfg: TrainConfig) -> tuple[ModelInfo, Recipe, chainer.backend.Devic
                 f"--resume: {out / rf.CONFIG_FILE} not found; nothing to resume in {out}"
             )
         prev = rf.read_config(out)
-        diff = [k for k in RESUME_KEYS if prev["config"].get(k) != getattr(cfg, k)]
+        if (ranks := prev["config"].get("ranks", 1)) != cfg.ranks:
+            raise UsageError(
+                f"--resume: the run in {out} was trained on {ranks} process(es), this command "
+                f"has {cfg.ranks}; resume it with the same number (mpiexec -n {ranks})"
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        diff = [k for k in RESUME_KEYS if prev["config"].get(k, defaults[k]) != getattr(cfg, k)]
         if diff:
             raise UsageError(
                 f"--resume: options {', '.join(diff)} differ from the run in {out}; "
@@ -276,15 +297,19 @@ def _write_failure(e: OSError, out: Path, last: object) -> str:
 
 def finish(
     run: ext.Run, net: chainer.Chain, cfg: TrainConfig, info: ModelInfo, recipe: Recipe,
-    d: RunData, device, out: Path,
+    d: RunData, device, out: Path, dist: distributed.Dist | None = None,
 ) -> dict:  # fmt: skip
-    """Save the final weights, score them and write ``result.json`` (once)."""
-    rf.save_npz(out / rf.MODEL_FILE, net)
-    test = evaluate_arrays(net, *d.test, run.eval_conv, device, run.eval_batch)
+    """Save the final weights, score them and write ``result.json`` (once; rank 0 with MPI)."""
+    root = dist is None or dist.is_root
+    if dist is not None and not cfg.sync_bn:  # the run may end inside an epoch
+        distributed.mean_bn_statistics(net, dist)()
+    if root:
+        rf.save_npz(out / rf.MODEL_FILE, net)
+    test = ext.evaluate_parts(net, *d.test, run.eval_conv, device, run.eval_batch, dist)
     val = (
         None
         if d.val is None
-        else evaluate_arrays(net, *d.val, run.eval_conv, device, run.eval_batch)
+        else ext.evaluate_parts(net, *d.val, run.eval_conv, device, run.eval_batch, dist)
     )
     batch = cfg.batch_size or recipe.batch_size
     u = run.updater
@@ -305,6 +330,9 @@ def finish(
         "wall_seconds": round(run.trainer.elapsed_time, 1),
         "train_images_per_second": round(u.images_per_second(batch), 1),
         "device": rf.device_name(device),
+        "processes": cfg.ranks,
+        "communicator": cfg.communicator,
+        "sync_bn": cfg.sync_bn,
         "dtype": cfg.dtype,
         "versions": rf.versions(),
         "command": cfg.command,
@@ -312,41 +340,59 @@ def finish(
         "recipe_summary": recipe.summary(),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    rf.write_json(out / rf.RESULT_FILE, result)
+    if root:
+        rf.write_json(out / rf.RESULT_FILE, result)
     return result
+
+
+def _take_folder(cfg: TrainConfig, out: Path, root: bool):
+    """Create the run folder and take its lock (rank 0); a context that lets go of it."""
+    held = contextlib.ExitStack()
+    if not root:
+        return held
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"--out {out} cannot be created: {e.strerror or e}") from e
+    held.callback(rf.RunLock(out, cfg.command).acquire().release)
+    return held
 
 
 # ---------------------------------------------------------------------------------------------
 # The run
 
 
-def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
+def train(
+    cfg: TrainConfig, stop_at_epoch: int | None = None, dist: distributed.Dist | None = None
+) -> dict:
     """Run (or resume) training; return the result dict, also written to ``result.json``.
 
     ``stop_at_epoch`` ends this invocation early, as an interruption would (the
     schedule and length stay those of the full run; no result file is written).
     Resuming a finished run changes nothing and returns its result with
-    ``already_finished`` set.
+    ``already_finished`` set. With ``cfg.communicator`` every MPI rank calls this
+    (``dist``: the communicator, created here when not given).
     """
-    info, recipe, device = validate(cfg)
+    dist = dist or distributed.setup(cfg.communicator)
+    cfg.ranks = 1 if dist is None else dist.size
+    info, recipe, device = distributed.agree(dist, lambda: validate(cfg, dist))
     out = out_dir(cfg)
     if cfg.resume and (done := rf.read_json(out / rf.RESULT_FILE)) is not None:
         return {**done, "already_finished": True}
     batch = cfg.batch_size or recipe.batch_size
-    data = load_data(cfg, batch)  # raises DataError / UsageError before anything is written
+    # raises DataError / UsageError (on every rank) before anything is written
+    data = distributed.agree(dist, lambda: load_data(cfg, batch))
     schedule = Schedule.from_recipe(recipe, len(data.train[0]) / batch, cfg.epochs, cfg.lr)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"--out {out} cannot be created: {e.strerror or e}") from e
-    with rf.RunLock(out, cfg.command):
-        try:
-            rf.clean_stale_temps(out)
-            rf.check_free(out, cfg.resume, locked=True)  # again, now that the folder is ours
-            if not cfg.resume:
-                write_config(out, cfg, recipe, info, schedule, data)
-        except OSError as e:
-            raise RunError(_write_failure(e, out, "none yet")) from e
+    root = dist is None or dist.is_root
+    with distributed.agree(dist, lambda: _take_folder(cfg, out, root)):
+        if root:
+            try:
+                rf.clean_stale_temps(out)
+                rf.check_free(out, cfg.resume, locked=True)  # again, now that the folder is ours
+                if not cfg.resume:
+                    write_config(out, cfg, recipe, info, schedule, data)
+            except OSError as e:
+                raise RunError(_write_failure(e, out, "none yet")) from e
         np.random.seed(cfg.seed)
         if device.xp is not np:
             device.xp.random.seed(cfg.seed)
@@ -354,9 +400,14 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
             "dtype", chainer.mixed16 if cfg.dtype == "mixed16" else np.float32
         ):
             net = info.build()
+            if cfg.sync_bn:
+                net = distributed.sync_batch_norm(net, dist)
             optimizer = build_optimizer(net, recipe, cfg, device, schedule.base_lr)
+            if dist is not None:
+                optimizer = distributed.multi_node_optimizer(optimizer, dist)
+                np.random.seed(distributed.seed(cfg.seed, dist))  # after the (same) weights
             run = ext.build_trainer(
-                cfg, recipe, net, optimizer, schedule, data, device, out, stop_at_epoch
+                cfg, recipe, net, optimizer, schedule, data, device, out, stop_at_epoch, dist
             )
             if cfg.resume:
                 restore(run, out, cfg)
@@ -364,7 +415,7 @@ def train(cfg: TrainConfig, stop_at_epoch: int | None = None) -> dict:
             if stop_at_epoch is not None and run.updater.iteration < schedule.stop:
                 return {"interrupted_at_iteration": run.updater.iteration}
             try:
-                return finish(run, net, cfg, info, recipe, data, device, out)
+                return finish(run, net, cfg, info, recipe, data, device, out, dist)
             except OSError as e:
                 raise RunError(_write_failure(e, out, run.snapshot.last_good)) from e
 
@@ -403,6 +454,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--snapshot-every", type=int, default=1, help="epochs between snapshots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--communicator",
+        choices=distributed.COMMUNICATORS,
+        help="data-parallel over MPI ranks with ChainerMN (run under mpiexec): naive on the CPU, "
+        "pure_nccl on GPUs; the batch size stays the global batch",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="with --communicator: batch-norm statistics over the global batch, not per rank",
+    )
     return p
 
 
@@ -457,6 +519,8 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig | None:
         resume=a.resume,
         snapshot_every=a.snapshot_every,
         progress=not a.no_progress,
+        communicator=a.communicator,
+        sync_bn=a.sync_bn,
         command=shlex.join(
             ["python", "-m", "chainer_nets.train", *(sys.argv[1:] if argv is None else argv)]
         ),
@@ -470,21 +534,28 @@ def config_from_args(argv: list[str] | None = None) -> TrainConfig | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m chainer_nets.train``; returns the exit status."""
+    dist = None
     try:
         cfg = config_from_args(argv)
         if cfg is None:
             print(format_model_list())
             return 0
-        result = train(cfg)
-    except (UsageError, cdata.DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        dist = distributed.setup(cfg.communicator)
+        result = train(cfg, dist=dist)
+    except (UsageError, cdata.DataError) as e:  # on every rank alike: rank 0 says it
+        if dist is None or dist.is_root:
+            print(f"error: {e}", file=sys.stderr)
         return 2
-    except RunError as e:
+    except RunError as e:  # perhaps on this rank alone: stop them all
+        distributed.abort(dist, str(e), 1)
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"\n{e or 'interrupted'}", file=sys.stderr)
+        if dist is None or dist.is_root:
+            print(f"\n{e or 'interrupted'}", file=sys.stderr)
         return 130
+    if dist is not None and not dist.is_root:
+        return 0
     summary = (
         f"{result['model']}: test accuracy {result['test_accuracy']:.2f}% after "
         f"{result['epochs']} epochs ({result['wall_seconds']} s, "
