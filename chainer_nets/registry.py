@@ -32,6 +32,9 @@ class ModelInfo:
     params_counting: str = "all"
     # Why our count differs from the paper's stated one, when it does (empty when it matches).
     params_mismatch: str = ""
+    # The data set the configuration is built for: "cifar10" (trainable here) or "imagenet"
+    # (the paper's own network, registered to pin its parameter count; never trained here).
+    dataset: str = "cifar10"
 
     @property
     def paper_params_m(self) -> float | None:

@@ -37,6 +37,12 @@ class Impl2016:
 #: The 2016 implementation's numbers for the papers whose networks are in this package,
 #: keyed by our model name for the variant it trained (from the project's table_2016.csv).
 IMPL_2016: dict[str, Impl2016] = {
+    "nin_aug": Impl2016(1, "Caffe reference model (with augmentation)", 90.10, "below paper"),
+    "nin_bn": Impl2016(1, "Caffe reference model with BN", 91.52, "no paper number"),
+    "vgg11": Impl2016(2, "model A, CIFAR-10 up-sampled to 224x224", 92.1, "no paper number"),
+    "prelu_net_a": Impl2016(
+        6, "model A, GAP instead of SPP, CIFAR-10 up-sampled to 224x224", 94.98, "no paper number"
+    ),
     "highway_fitnet19": Impl2016(7, "Highway (Fitnet19), BN added", 93.35, "matches"),
     "resnet110": Impl2016(8, "ResNet110", 93.34, "matches"),
     "preresnet164": Impl2016(11, "ResNet164", 94.39, "matches"),

@@ -108,6 +108,14 @@ def validate(
         recipe = get_recipe(info.recipe)
     except (UnknownModelError, UnknownRecipeError) as e:
         raise UsageError(str(e)) from e
+    if info.dataset != "cifar10":
+        trainable = [
+            i.name for i in list_models() if i.paper_no == info.paper_no and i.dataset == "cifar10"
+        ]
+        raise UsageError(
+            f"{cfg.model} is the paper's {info.dataset} configuration and cannot be trained on "
+            f"CIFAR-10 here; train its CIFAR-10 adaptation instead ({', '.join(trainable)})"
+        )
     checks = [
         (_finite_positive(cfg.epochs), f"--epochs must be > 0 and finite, got {cfg.epochs}"),
         (
@@ -233,6 +241,16 @@ def write_config(
     )
 
 
+class WeightDecayExceptSlopes(chainer.optimizer_hooks.WeightDecay):
+    """Chainer's WeightDecay, skipping parameters whose update rule says ``no_weight_decay``."""
+
+    def __call__(self, rule: chainer.UpdateRule, param: chainer.Parameter) -> None:
+        """Add ``rate * param`` to the gradient unless the parameter is exempt."""
+        if getattr(rule, "no_weight_decay", False):
+            return
+        super().__call__(rule, param)
+
+
 def build_optimizer(
     net: chainer.Chain, recipe: Recipe, cfg: TrainConfig, device, base_lr: float
 ) -> chainer.Optimizer:
@@ -244,7 +262,10 @@ def build_optimizer(
     else:
         optimizer = chainer.optimizers.MomentumSGD(lr=base_lr, momentum=recipe.momentum)
     optimizer.setup(model)
-    optimizer.add_hook(chainer.optimizer_hooks.WeightDecay(recipe.weight_decay))
+    optimizer.add_hook(WeightDecayExceptSlopes(recipe.weight_decay))
+    for link in net.links():
+        if isinstance(link, L.PReLU):  # the PReLU paper decays no slope
+            link.W.update_rule.no_weight_decay = True
     if cfg.dtype == "mixed16":
         optimizer.use_fp32_update()
     if hasattr(net, "configure_optimizer"):
@@ -475,7 +496,7 @@ def format_model_list() -> str:
         n = count_params(i.build(), i.params_counting)
         rows.append(
             (
-                i.name,
+                i.name + ("" if i.dataset == "cifar10" else f" [{i.dataset}]"),
                 f"{i.paper_no:02d} {i.paper}",
                 f"{n / 1e6:.{max(i.params_decimals, 2)}f}M",
                 (f"{i.paper_params}M" + ("*" if i.params_mismatch else ""))
