@@ -32,6 +32,9 @@ class ModelInfo:
     params_counting: str = "all"
     # Why our count differs from the paper's stated one, when it does (empty when it matches).
     params_mismatch: str = ""
+    # The data the configuration is built for: "cifar10", or "imagenet" for a paper's ImageNet
+    # network registered to pin its architecture (built and counted, never trained here).
+    dataset: str = "cifar10"
 
     @property
     def paper_params_m(self) -> float | None:
