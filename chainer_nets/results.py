@@ -37,6 +37,15 @@ class Impl2016:
 #: The 2016 implementation's numbers for the papers whose networks are in this package,
 #: keyed by our model name for the variant it trained (from the project's table_2016.csv).
 IMPL_2016: dict[str, Impl2016] = {
+    "googlenet": Impl2016(
+        3, "GoogLeNet, 224x224 up-sampled, no LRN, no aux heads", 91.33, "no paper figure"
+    ),
+    "bn_inception": Impl2016(
+        4, "BN-Inception, 224x224 up-sampled, no aux heads", 94.89, "no paper figure"
+    ),
+    "inception_v3": Impl2016(
+        5, "Inception-v3, 224x224 up-sampled, two 35x35 modules", 94.74, "no paper figure"
+    ),
     "highway_fitnet19": Impl2016(7, "Highway (Fitnet19), BN added", 93.35, "matches"),
     "resnet110": Impl2016(8, "ResNet110", 93.34, "matches"),
     "preresnet164": Impl2016(11, "ResNet164", 94.39, "matches"),
