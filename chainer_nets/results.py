@@ -40,6 +40,15 @@ IMPL_2016: dict[str, Impl2016] = {
     "nin_aug": Impl2016(1, "Caffe reference model (with augmentation)", 90.10, "below paper"),
     "nin_bn": Impl2016(1, "Caffe reference model with BN", 91.52, "no paper number"),
     "vgg11": Impl2016(2, "model A, CIFAR-10 up-sampled to 224x224", 92.1, "no paper number"),
+    "googlenet": Impl2016(
+        3, "GoogLeNet, 224x224 up-sampled, no LRN, no aux heads", 91.33, "no paper figure"
+    ),
+    "bn_inception": Impl2016(
+        4, "BN-Inception, 224x224 up-sampled, no aux heads", 94.89, "no paper figure"
+    ),
+    "inception_v3": Impl2016(
+        5, "Inception-v3, 224x224 up-sampled, two 35x35 modules", 94.74, "no paper figure"
+    ),
     "prelu_net_a": Impl2016(
         6, "model A, GAP instead of SPP, CIFAR-10 up-sampled to 224x224", 94.98, "no paper number"
     ),

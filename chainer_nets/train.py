@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chainer
+import chainer.functions as F
 import chainer.links as L
 import numpy as np
 
@@ -254,8 +255,9 @@ class WeightDecayExceptSlopes(chainer.optimizer_hooks.WeightDecay):
 def build_optimizer(
     net: chainer.Chain, recipe: Recipe, cfg: TrainConfig, device, base_lr: float
 ) -> chainer.Optimizer:
-    """The recipe's optimizer on ``net`` (wrapped in a Classifier on ``device``)."""
-    model = L.Classifier(net)
+    """The recipe's optimizer on ``net`` (wrapped in a Classifier on ``device``); a net with
+    a ``loss(y, t)`` method (auxiliary heads, label smoothing) trains on that loss."""
+    model = L.Classifier(net, lossfun=getattr(net, "loss", F.softmax_cross_entropy))
     model.to_device(device)
     if recipe.optimizer == "nesterov":
         optimizer = chainer.optimizers.NesterovAG(lr=base_lr, momentum=recipe.momentum)

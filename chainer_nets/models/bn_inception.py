@@ -1,0 +1,200 @@
+r"""Batch Normalization (Ioffe & Szegedy, 2015; arXiv 1502.03167): the BN-Inception network.
+
+The paper's question: can the shift in each layer's input distribution during training
+("internal covariate shift") be removed inside the network, so that it trains faster with
+larger learning rates? Its answer normalises every activation over the mini-batch
+(Algorithm 1) and restores the representation with a learned scale and shift,
+
+.. math::  \hat x = \frac{x - \mu_\mathcal{B}}{\sqrt{\sigma^2_\mathcal{B} + \epsilon}}, \qquad
+           y = \gamma \hat x + \beta,
+
+with :math:`\mu_\mathcal{B}, \sigma^2_\mathcal{B}` the statistics of the mini-batch during
+training and moving averages of them at test time (Algorithm 2). Batch normalization sits
+between every convolution and its ReLU (:class:`ConvBN`; the convolution's bias is dropped,
+:math:`\beta` replaces it).
+
+The network (Section 4.1 and the appendix table, "Figure 5") modifies GoogLeNet: each 5x5
+convolution becomes two stacked 3x3 ("double 3x3"), the 28x28 stage gets a third module, the
+pooling branch averages or takes the maximum depending on the module, and the two
+down-sampling steps happen inside modules 3c and 4e, which have no 1x1 branch, stride-2 last
+convolutions and a max-pooling branch passed through without a projection. There are no
+separate max-pool layers between the stages and no LRN.
+
+CIFAR-10 adaptation (:data:`CIFAR_STEM`, the one place it differs): the stem keeps its
+convolutions but not its down-sampling (3x3 stride-1 first convolution, no max-pools), so
+module 3a sees 32x32 maps (28x28 on ImageNet) and the last stage 8x8 (7x7).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import chainer
+import chainer.functions as F
+import chainer.links as L
+
+from chainer_nets.blocks import bn, conv_init
+from chainer_nets.registry import Paper
+
+ARXIV = "1502.03167"
+PAPER = "Batch Normalization (BN-Inception)"
+
+
+class ConvBN(chainer.Chain):
+    """Convolution without bias, batch normalization, ReLU."""
+
+    def __init__(self, in_ch: int, out_ch: int, ksize: int, stride: int = 1) -> None:
+        super().__init__()
+        with self.init_scope():
+            self.conv = L.Convolution2D(
+                in_ch, out_ch, ksize, stride, ksize // 2, nobias=True, initialW=conv_init()
+            )
+            self.bn = bn(out_ch)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """ReLU(BN(W * x))."""
+        return F.relu(self.bn(self.conv(x)))
+
+
+class Widths(NamedTuple):
+    """One row of the appendix table: #1x1, #3x3 reduce, #3x3, double #3x3 reduce,
+    double #3x3, pool kind, pool projection (0: passed through), stride."""
+
+    c1: int
+    r3: int
+    c3: int
+    rd: int
+    cd: int
+    pool: str  # "avg" or "max"
+    proj: int
+    stride: int = 1
+
+    def out(self, in_ch: int) -> int:
+        """Output channels; a pass-through pooling branch keeps the input's ``in_ch``."""
+        return self.c1 + self.c3 + self.cd + (self.proj if self.proj else in_ch)
+
+
+#: The appendix table (Figure 5) of the paper, module by module.
+FIGURE5: dict[str, Widths] = {
+    "3a": Widths(64, 64, 64, 64, 96, "avg", 32),
+    "3b": Widths(64, 64, 96, 64, 96, "avg", 64),
+    "3c": Widths(0, 128, 160, 64, 96, "max", 0, 2),
+    "4a": Widths(224, 64, 96, 96, 128, "avg", 128),
+    "4b": Widths(192, 96, 128, 96, 128, "avg", 128),
+    "4c": Widths(160, 128, 160, 128, 160, "avg", 128),
+    "4d": Widths(96, 128, 192, 160, 192, "avg", 128),
+    "4e": Widths(0, 128, 192, 192, 256, "max", 0, 2),
+    "5a": Widths(352, 192, 320, 160, 224, "avg", 128),
+    "5b": Widths(352, 192, 320, 192, 224, "max", 128),
+}
+#: The output sizes the table prints (28x28x256 after 3a, ... 7x7x1024 after 5b).
+TABLE_OUT = {
+    "3a": 256,
+    "3b": 320,
+    "3c": 576,
+    "4a": 576,
+    "4b": 576,
+    "4c": 608,
+    "4d": 608,
+    "4e": 1056,
+    "5a": 1024,
+    "5b": 1024,
+}
+
+
+class BNInception(chainer.Chain):
+    r"""The modified Inception module: 1x1 | 1x1->3x3 | 1x1->3x3->3x3 | pool(->1x1), concatenated.
+
+    A stride-2 module drops the 1x1 branch and the projection; its 3x3 branch and the second
+    convolution of its double-3x3 branch have stride 2, as does its max-pooling."""
+
+    def __init__(self, in_ch: int, w: Widths) -> None:
+        super().__init__()
+        self.widths, self.out_ch = w, w.out(in_ch)
+        with self.init_scope():
+            if w.c1:
+                self.b1 = ConvBN(in_ch, w.c1, 1)
+            self.r3 = ConvBN(in_ch, w.r3, 1)
+            self.b3 = ConvBN(w.r3, w.c3, 3, w.stride)
+            self.rd = ConvBN(in_ch, w.rd, 1)
+            self.d1 = ConvBN(w.rd, w.cd, 3)
+            self.d2 = ConvBN(w.cd, w.cd, 3, w.stride)
+            if w.proj:
+                self.proj = ConvBN(in_ch, w.proj, 1)
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """The branches concatenated along the channels."""
+        w = self.widths
+        ys = [self.b1(x)] if w.c1 else []
+        ys.append(self.b3(self.r3(x)))
+        ys.append(self.d2(self.d1(self.rd(x))))
+        if w.pool == "avg":
+            p = F.average_pooling_2d(x, 3, w.stride, 1)
+        else:
+            p = F.max_pooling_2d(x, 3, w.stride, 1, cover_all=False)
+        ys.append(self.proj(p) if w.proj else p)
+        return F.concat(ys, axis=1)
+
+
+class Stem(NamedTuple):
+    """The layers before module 3a: the first convolution and whether the stem max-pools."""
+
+    first_ksize: int
+    first_stride: int
+    pool: bool
+
+
+IMAGENET_STEM = Stem(7, 2, True)  # 224 -> 112 -> 56 -> 28
+#: The CIFAR-10 change, all of it: no down-sampling before 3a (32x32 there).
+CIFAR_STEM = Stem(3, 1, False)
+
+
+class BNInceptionNet(chainer.Chain):
+    """The BN-Inception network of the paper's appendix table."""
+
+    def __init__(self, n_classes: int = 1000, stem: Stem = IMAGENET_STEM) -> None:
+        super().__init__()
+        self.stem_cfg = stem
+        with self.init_scope():
+            self.conv1 = ConvBN(3, 64, stem.first_ksize, stem.first_stride)
+            self.conv2_reduce = ConvBN(64, 64, 1)
+            self.conv2 = ConvBN(64, 192, 3)
+            self.inception = chainer.ChainList()
+            in_ch = 192
+            for w in FIGURE5.values():
+                self.inception.append(BNInception(in_ch, w))
+                in_ch = self.inception[-1].out_ch
+            self.fc = L.Linear(in_ch, n_classes)
+
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv 7x7/2, max-pool 3x3/2, conv 1x1, conv 3x3, max-pool 3x3/2 (ImageNet)."""
+        h = self.conv1(x)
+        if self.stem_cfg.pool:
+            h = F.max_pooling_2d(h, 3, 2, 1, cover_all=False)
+        h = self.conv2(self.conv2_reduce(h))
+        if self.stem_cfg.pool:
+            h = F.max_pooling_2d(h, 3, 2, 1, cover_all=False)
+        return h
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores: stem, ten modules, global average pooling, linear (no dropout)."""
+        h = self.stem(x)
+        for module in self.inception:
+            h = module(h)
+        return self.fc(F.mean(h, axis=(2, 3)))
+
+
+_PAPER = Paper(4, PAPER, ARXIV, "bn_inception")
+_PAPER.register(
+    "bn_inception_imagenet",
+    BNInceptionNet,
+    kwargs={"n_classes": 1000, "stem": IMAGENET_STEM},
+    description="BN-Inception, ImageNet configuration (224x224, 1000 classes); not trained here",
+    dataset="imagenet",
+)
+_PAPER.register(
+    "bn_inception",
+    BNInceptionNet,
+    kwargs={"n_classes": 10, "stem": CIFAR_STEM},
+    description="BN-Inception on CIFAR-10: the paper's modules, stem without down-sampling",
+)
