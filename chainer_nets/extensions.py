@@ -37,7 +37,8 @@ from chainer_nets.schedule import Schedule
 if TYPE_CHECKING:
     from chainer_nets.distributed import Dist
     from chainer_nets.recipes import Recipe
-    from chainer_nets.train import RunData, TrainConfig
+    from chainer_nets.run_data import RunData
+    from chainer_nets.train import TrainConfig
 
 #: Iterations between two divergence checks (each costs one read from the device).
 NONFINITE_CHECK_EVERY = 100

@@ -157,3 +157,31 @@ def register_once(info: ModelInfo) -> ModelInfo:
     """Register ``info`` unless its name is taken; return the entry registered under that name."""
     _load_all()
     return _REGISTRY.setdefault(info.name, info)
+
+
+def format_model_list() -> str:
+    """The table printed by ``python -m chainer_nets.train --list``."""
+    from chainer_nets.recipes import get_recipe
+
+    rows = [("name", "paper", "params", "paper", "paper acc", "recipe")]
+    for i in list_models():
+        n = count_params(i.build(), i.params_counting)
+        rows.append(
+            (
+                i.name + ("" if i.dataset == "cifar10" else f" [{i.dataset}]"),
+                f"{i.paper_no:02d} {i.paper}",
+                f"{n / 1e6:.{max(i.params_decimals, 2)}f}M",
+                (f"{i.paper_params}M" + ("*" if i.params_mismatch else ""))
+                if i.paper_params
+                else "-",
+                f"{i.paper_accuracy:.2f}" if i.paper_accuracy else "-",
+                f"{i.recipe}: {get_recipe(i.recipe).summary()}",
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in rows
+    ]
+    lines += [f"* {i.name}: {i.params_mismatch}" for i in list_models() if i.params_mismatch]
+    return "\n".join(lines)

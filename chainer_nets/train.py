@@ -38,22 +38,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import chainer
-import chainer.functions as F
-import chainer.links as L
 import numpy as np
 
 from chainer_nets import data as cdata
 from chainer_nets import distributed
 from chainer_nets import extensions as ext
 from chainer_nets import runfolder as rf
+from chainer_nets.optim import WeightDecayExceptSlopes, build_optimizer  # noqa: F401
 from chainer_nets.recipes import Recipe, UnknownRecipeError, get_recipe
 from chainer_nets.registry import (
     ModelInfo,
     UnknownModelError,
     count_params,
+    format_model_list,  # noqa: F401  (``--list``)
     get_model_info,
     list_models,
 )
+from chainer_nets.run_data import RunData, load_data
 from chainer_nets.runfolder import RunError, UsageError
 from chainer_nets.schedule import Schedule
 
@@ -175,45 +176,6 @@ def out_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.out or default_out(cfg.model))
 
 
-@dataclass
-class RunData:
-    """The arrays one run trains and scores on, and the normalisation of its training split."""
-
-    train: tuple[np.ndarray, np.ndarray]
-    val: tuple[np.ndarray, np.ndarray] | None
-    test: tuple[np.ndarray, np.ndarray]
-    mean: np.ndarray
-    std: np.ndarray
-
-
-def load_data(cfg: TrainConfig, batch: int) -> RunData:
-    """CIFAR-10 split and subsetted as ``cfg`` asks; DataError or UsageError when it cannot be."""
-    ds = cdata.load_cifar10(cfg.data_dir)
-    if cfg.val_split:
-        (tx, ty), val = cdata.split_validation(ds, cfg.val_split)
-    else:
-        (tx, ty), val = (ds.train_x, ds.train_y), None
-    after = f" left after --val-split {cfg.val_split}" if cfg.val_split else ""
-    if cfg.train_subset is not None and cfg.train_subset > len(tx):
-        raise UsageError(
-            f"--train-subset {cfg.train_subset} is more than the {len(tx)} training images{after}"
-        )
-    if cfg.test_subset is not None and cfg.test_subset > len(ds.test_x):
-        raise UsageError(
-            f"--test-subset {cfg.test_subset} is more than the {len(ds.test_x)} test images"
-        )
-    mean, std = cdata.channel_stats(tx)
-    tx, ty = cdata.take_subset(tx, ty, cfg.train_subset)
-    if batch > len(tx):
-        which = "--batch-size" if cfg.batch_size else "the recipe's batch size"
-        raise UsageError(
-            f"{which} {batch} is larger than the {len(tx)} training images{after}: "
-            "an epoch would not hold one batch"
-        )
-    test = cdata.take_subset(ds.test_x, ds.test_y, cfg.test_subset)
-    return RunData(train=(tx, ty), val=val, test=test, mean=mean, std=std)
-
-
 # ---------------------------------------------------------------------------------------------
 # The parts of a run
 
@@ -240,39 +202,6 @@ def write_config(
             "normalize_std": d.std.tolist(),
         },
     )
-
-
-class WeightDecayExceptSlopes(chainer.optimizer_hooks.WeightDecay):
-    """Chainer's WeightDecay, skipping parameters whose update rule says ``no_weight_decay``."""
-
-    def __call__(self, rule: chainer.UpdateRule, param: chainer.Parameter) -> None:
-        """Add ``rate * param`` to the gradient unless the parameter is exempt."""
-        if getattr(rule, "no_weight_decay", False):
-            return
-        super().__call__(rule, param)
-
-
-def build_optimizer(
-    net: chainer.Chain, recipe: Recipe, cfg: TrainConfig, device, base_lr: float
-) -> chainer.Optimizer:
-    """The recipe's optimizer on ``net`` (wrapped in a Classifier on ``device``); a net with
-    a ``loss(y, t)`` method (auxiliary heads, label smoothing) trains on that loss."""
-    model = L.Classifier(net, lossfun=getattr(net, "loss", F.softmax_cross_entropy))
-    model.to_device(device)
-    if recipe.optimizer == "nesterov":
-        optimizer = chainer.optimizers.NesterovAG(lr=base_lr, momentum=recipe.momentum)
-    else:
-        optimizer = chainer.optimizers.MomentumSGD(lr=base_lr, momentum=recipe.momentum)
-    optimizer.setup(model)
-    optimizer.add_hook(WeightDecayExceptSlopes(recipe.weight_decay))
-    for link in net.links():
-        if isinstance(link, L.PReLU):  # the PReLU paper decays no slope
-            link.W.update_rule.no_weight_decay = True
-    if cfg.dtype == "mixed16":
-        optimizer.use_fp32_update()
-    if hasattr(net, "configure_optimizer"):
-        net.configure_optimizer(optimizer, recipe)
-    return optimizer
 
 
 def restore(run: ext.Run, out: Path, cfg: TrainConfig) -> None:
@@ -489,32 +418,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --communicator: batch-norm statistics over the global batch, not per rank",
     )
     return p
-
-
-def format_model_list() -> str:
-    """The table printed by ``--list``."""
-    rows = [("name", "paper", "params", "paper", "paper acc", "recipe")]
-    for i in list_models():
-        n = count_params(i.build(), i.params_counting)
-        rows.append(
-            (
-                i.name + ("" if i.dataset == "cifar10" else f" [{i.dataset}]"),
-                f"{i.paper_no:02d} {i.paper}",
-                f"{n / 1e6:.{max(i.params_decimals, 2)}f}M",
-                (f"{i.paper_params}M" + ("*" if i.params_mismatch else ""))
-                if i.paper_params
-                else "-",
-                f"{i.paper_accuracy:.2f}" if i.paper_accuracy else "-",
-                f"{i.recipe}: {get_recipe(i.recipe).summary()}",
-            )
-        )
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]) - 1)]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
-        for r in rows
-    ]
-    lines += [f"* {i.name}: {i.params_mismatch}" for i in list_models() if i.params_mismatch]
-    return "\n".join(lines)
 
 
 def config_from_args(argv: list[str] | None = None) -> TrainConfig | None:
