@@ -109,19 +109,27 @@ class ResNeXtCifar(chainer.Chain):
     """ResNeXt-(9n+2) C x d for 32x32 inputs."""
 
     def __init__(
-        self, depth: int = 29, cardinality: int = 8, base_width: int = 64, n_classes: int = 10
+        self,
+        depth: int = 29,
+        cardinality: int = 8,
+        base_width: int = 64,
+        n_classes: int = 10,
+        base_channels: int = 64,
     ) -> None:
         super().__init__()
         if depth < 11 or (depth - 2) % 9:
             raise ValueError(f"ResNeXt depth must be 9n+2, got {depth}")
         n = (depth - 2) // 9
+        # base_channels b = 64 is the paper's network (stem b, stage outputs 4b, 8b, 16b);
+        # a smaller b gives small siblings with the same per-path widths d, 2d, 4d.
+        b = base_channels
         with self.init_scope():
-            self.conv1 = conv3x3(3, 64)
-            self.bn1 = bn(64)
+            self.conv1 = conv3x3(3, b)
+            self.bn1 = bn(b)
             self.blocks = chainer.ChainList()
-            in_ch = 64
-            for stage, planes in enumerate((64, 128, 256)):
-                d = planes * base_width // 64  # per-path width of this stage
+            in_ch = b
+            for stage, planes in enumerate((b, 2 * b, 4 * b)):
+                d = base_width * 2**stage  # per-path width, floor(planes * d / 64) for b = 64
                 for i in range(n):
                     stride = 2 if stage > 0 and i == 0 else 1
                     self.blocks.append(
