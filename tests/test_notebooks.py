@@ -41,7 +41,6 @@ REQUIRED_CALLS = [
     "nb.param_check",
     "nb.show_recipe",
     "nb.quick_settings",
-    "nb.noise_level",
     "nb.reproduction",
 ]
 #: Words about how the project is built, never about the papers: none may reach a reader.
@@ -193,6 +192,16 @@ def test_skeleton(source: Path) -> None:
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
+def test_experiment_prints_its_noise_level(source: Path) -> None:
+    """The experiment's output states its noise level (``nb.noise_level`` for an accuracy,
+    a sentence starting "Noise level:" for any other measure)."""
+    printed = "".join(
+        str(o.get("text", "")) for c in _ipynb(source).cells for o in c.get("outputs", [])
+    )
+    assert "Noise level:" in printed, f"{source.name}: no noise level printed; {_hint(source)}"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=IDS)
 def test_parameter_check_names_its_source(source: Path) -> None:
     """Every parameter check says where its reference figure comes from, and shows it."""
     for call in _calls(source, "param_check"):
@@ -246,7 +255,7 @@ def test_stale_notebook_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     src = tmp_path / "99_x.py"
     src.write_text("# %%\nprint(1)\n")
     book = nbformat.v4.new_notebook()
-    files = render.package_files()
+    files = render.package_files(src)
     book.metadata[render.META_KEY] = {
         "package_digest": render.package_digest(files),
         "package_files": files,
@@ -254,9 +263,24 @@ def test_stale_notebook_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     nbformat.write(book, src.with_suffix(".ipynb"))
     assert render.stale(src) is None
     changed = dict(files, **{"notebook.py": "0" * 16})
-    monkeypatch.setattr(render, "package_files", lambda: changed)
+    monkeypatch.setattr(render, "package_files", lambda source=None: changed)
     msg = render.stale(src)
     assert msg and "older code" in msg and "notebook.py" in msg
+
+
+def test_digest_leaves_out_only_other_papers_model_files(tmp_path: Path) -> None:
+    """A notebook's digest covers the shared package, its paper's model module and recipe (and
+    what they build on, and models it names), not the model modules of unrelated papers."""
+    src = tmp_path / "14_x.py"
+    src.write_text("# %%\nmodel = 'resnet20'\n")
+    files = render.package_files(src)
+    everything = render.package_files()
+    assert "models/swapout.py" in files and "recipes/swapout.toml" in files
+    assert "models/wide_resnet.py" in files  # swapout's units build on WideBasic
+    assert "models/resnet.py" in files and "recipes/resnet.toml" in files  # named in a cell
+    assert "models/fractalnet.py" not in files and "recipes/fractalnet.toml" not in files
+    shared = {k for k in everything if not k.startswith(("models/", "recipes/"))}
+    assert shared <= set(files) and "train.py" in files and "blocks.py" in files
 
 
 def test_noise_level_is_the_binomial_standard_error() -> None:
