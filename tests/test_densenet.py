@@ -196,7 +196,7 @@ def test_recipe_is_the_papers() -> None:
         64,
     )
     assert (r.length, r.milestones, r.gamma) == (300, (150, 225), 0.1)
-    assert (r.augment.pad, r.augment.pad_mode, r.augment.flip) == (4, "constant", True)
+    assert (r.augment.pad, r.augment.pad_mode, r.augment.flip) == (4, "mean", True)
     assert all(get_model_info(n).recipe == "densenet" for n in EXACT)
 
 
