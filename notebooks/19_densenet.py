@@ -38,7 +38,8 @@
 # stores a fresh copy of the growing input at every layer.
 
 # %% tags=["parameters"]
-MODE = "quick"  # "full": the paper's recipe on DEVICE = "@cupy:0"
+# MODE "full" runs the paper's recipe (with DEVICE = "@cupy:0")
+MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "densenet40_k12"  # the variant the 2016 Chainer code trained
 # the experiment: two small networks trained alike, and the memory sweep's largest depth

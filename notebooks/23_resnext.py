@@ -36,7 +36,8 @@
 # the width: ResNeXt-29 (16×64d) reaches 3.58% error on CIFAR-10.
 
 # %% tags=["parameters"]
-MODE = "quick"  # "full": the paper's recipe on DEVICE = "@cupy:0"
+# MODE "full" runs the paper's recipe (with DEVICE = "@cupy:0")
+MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "resnext29_16x64d"  # the paper's best CIFAR network
 QUICK = dict(train_subset=768, test_subset=500, epochs=2, batch_size=32, lr=0.05)
