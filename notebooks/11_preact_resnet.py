@@ -256,7 +256,8 @@ def first_stage_grads(net, n):
             xs.append(h)
     loss = F.softmax_cross_entropy(net.head(h), tb)
     loss.backward(retain_grad=True)
-    return np.array([float(np.linalg.norm(v.grad)) for v in xs])
+    # x_0 gets no gradient at all when its unit's branch and pre-activated shortcut are cut
+    return np.array([0.0 if v.grad is None else float(np.linalg.norm(v.grad)) for v in xs])
 
 
 nb.setup_cpu_fast()
