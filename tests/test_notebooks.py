@@ -16,6 +16,7 @@ import pytest
 
 from chainer_nets import data as cdata
 from chainer_nets import notebook as nb
+from chainer_nets import notebook_diagram, notebook_model
 from chainer_nets import notebook_render as render
 
 SOURCES = render.notebook_sources()
@@ -291,12 +292,12 @@ def test_noise_level_is_the_binomial_standard_error() -> None:
 
 def test_block_description_is_parsed_into_a_graph() -> None:
     """``a -[label]-> b`` paths become nodes and labelled edges; a cycle is refused."""
-    nodes, edges = nb._parse_block("x -> conv#1 -> + -> y; x -[identity]-> +")
+    nodes, edges = notebook_diagram._parse_block("x -> conv#1 -> + -> y; x -[identity]-> +")
     assert nodes == ["x", "conv#1", "+", "y"]
     assert ("x", "+", "identity") in edges and ("conv#1", "+", "") in edges
-    assert nb._layers(nodes, edges) == {"x": 0, "conv#1": 1, "+": 2, "y": 3}
+    assert notebook_diagram._layers(nodes, edges) == {"x": 0, "conv#1": 1, "+": 2, "y": 3}
     with pytest.raises(ValueError, match="cycle"):
-        nb._layers(*nb._parse_block("a -> b -> a"))
+        notebook_diagram._layers(*notebook_diagram._parse_block("a -> b -> a"))
 
 
 def test_shape_table_lists_tuple_outputs() -> None:
@@ -306,7 +307,7 @@ def test_shape_table_lists_tuple_outputs() -> None:
     rows = nb.trace(get_model("rir_wide18"))
     stem = next(r for r in rows if r["path"] == "stem")
     assert stem["out"] == ((1, 48, 32, 32), (1, 48, 32, 32))
-    assert nb._shape(stem["out"]) == "1×48×32×32, 1×48×32×32"
+    assert notebook_model._shape(stem["out"]) == "1×48×32×32, 1×48×32×32"
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=IDS)
