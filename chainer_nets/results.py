@@ -60,6 +60,7 @@ IMPL_2016: dict[str, Impl2016] = {
     "swapout_v2_32_w4": Impl2016(14, "Swapout v2(32) W x4", 95.34, "matches"),
     "wrn28_10": Impl2016(15, "WRN28-10", 95.76, "matches"),
     "fractalnet20": Impl2016(16, "20 layers", 93.77, "below paper"),
+    "densenet40_k12": Impl2016(19, "DenseNet L=40 k=12 (best epoch)", 95.12, "above paper"),
 }
 
 

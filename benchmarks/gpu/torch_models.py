@@ -346,5 +346,148 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
+# ----------------------------------------------------------------------------
+# DenseNet-BC (paper 19) and ResNeXt-29 (paper 23): a concatenation-heavy and a
+# grouped-convolution workload. Their layers are called in the same order as in
+# chainer_nets.models.densenet / resnext, so copy_chainer_to_torch pairs them.
+# ----------------------------------------------------------------------------
+
+
+class DenseLayerTwin(nn.Module):
+    """BN-ReLU-conv3x3 to k maps, or (bottleneck) BN-ReLU-conv1x1 to 4k then BN-ReLU-conv3x3."""
+
+    def __init__(self, cin: int, growth: int, bottleneck: bool) -> None:
+        super().__init__()
+        self.bn1 = _bn(cin)
+        self.bottleneck = bottleneck
+        if bottleneck:
+            self.conv1 = nn.Conv2d(cin, 4 * growth, 1, bias=False)
+            self.bn2 = _bn(4 * growth)
+            self.conv2 = nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False)
+        else:
+            self.conv1 = nn.Conv2d(cin, growth, 3, 1, 1, bias=False)
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The k new maps from the concatenation of all earlier ones."""
+        h = self.conv1(F.relu(self.bn1(torch.cat(features, 1))))
+        if self.bottleneck:
+            h = self.conv2(F.relu(self.bn2(h)))
+        return h
+
+
+class DenseNetTwin(nn.Module):
+    """DenseNet(-BC) for CIFAR: stem, three dense blocks, two compressing transitions, head."""
+
+    def __init__(self, depth: int, growth: int, bottleneck: bool, compression: float) -> None:
+        super().__init__()
+        n = (depth - 4) // (6 if bottleneck else 3)
+        ch = 2 * growth if bottleneck else 16
+        self.conv1 = nn.Conv2d(3, ch, 3, 1, 1, bias=False)
+        self.blocks = nn.ModuleList()
+        self.transitions = nn.ModuleList()
+        for i in range(3):
+            self.blocks.append(
+                nn.ModuleList(DenseLayerTwin(ch + j * growth, growth, bottleneck) for j in range(n))
+            )
+            ch += n * growth
+            if i < 2:
+                out = int(compression * ch)
+                self.transitions.append(
+                    nn.Sequential(
+                        _bn(ch), nn.ReLU(), nn.Conv2d(ch, out, 1, bias=False), nn.AvgPool2d(2)
+                    )
+                )
+                ch = out
+        self.bn = _bn(ch)
+        self.fc = nn.Linear(ch, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores."""
+        h = self.conv1(x)
+        for i, block in enumerate(self.blocks):
+            features = [h]
+            for layer in block:
+                features.append(layer(features))
+            h = torch.cat(features, 1)
+            if i < 2:
+                h = self.transitions[i](h)
+        return self.fc(F.relu(self.bn(h)).mean(dim=(2, 3)))
+
+
+class ResNeXtBlockTwin(nn.Module):
+    """Post-activation bottleneck whose 3x3 convolution has C groups; projection shortcut
+    (1x1 conv + BN) where the width changes, called before the transform as in Chainer."""
+
+    def __init__(self, cin: int, width: int, cout: int, groups: int, stride: int) -> None:
+        super().__init__()
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _bn(cout))
+            if cin != cout
+            else None
+        )
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = _bn(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=groups, bias=False)
+        self.bn2 = _bn(width)
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = _bn(cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU(shortcut + BN(conv3(ReLU(BN(gconv(ReLU(BN(conv1 x))))))))."""
+        s = self.shortcut(x) if self.shortcut is not None else x
+        h = F.relu(self.bn1(self.conv1(x)))
+        h = F.relu(self.bn2(self.conv2(h)))
+        return F.relu(s + self.bn3(self.conv3(h)))
+
+
+class ResNeXtTwin(nn.Module):
+    """ResNeXt-(9n+2) C x d for CIFAR."""
+
+    def __init__(self, depth: int, cardinality: int, base_width: int) -> None:
+        super().__init__()
+        n = (depth - 2) // 9
+        self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        self.bn1 = _bn(64)
+        blocks, cin = [], 64
+        for stage, planes in enumerate((64, 128, 256)):
+            d = planes * base_width // 64
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(
+                    ResNeXtBlockTwin(cin, cardinality * d, 4 * planes, cardinality, stride)
+                )
+                cin = 4 * planes
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(cin, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores."""
+        h = self.blocks(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+def dense_or_grouped_twin(name: str) -> nn.Module | None:
+    """The twin of a registered DenseNet or ResNeXt variant (None for other names)."""
+    import re
+
+    m = re.fullmatch(r"densenet(_bc)?(\d+)_k(\d+)", name)
+    if m:
+        bc = m.group(1) is not None
+        return DenseNetTwin(int(m.group(2)), int(m.group(3)), bc, 0.5 if bc else 1.0)
+    m = re.fullmatch(r"resnext(\d+)_(\d+)x(\d+)d", name)
+    if m:
+        return ResNeXtTwin(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    return None
+
+
+_get_torch_model_before_dense = get_torch_model
+
+
+def get_torch_model(name: str) -> nn.Module:  # noqa: F811  (extends the dispatcher above)
+    """The PyTorch twin of ``chainer_nets.get_model(name)``, DenseNet and ResNeXt included."""
+    twin = dense_or_grouped_twin(name)
+    return twin if twin is not None else _get_torch_model_before_dense(name)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,0 +1,116 @@
+"""Peak memory of one DenseNet training step, with and without the memory-efficient layers.
+
+    python benchmarks/cpu/densenet_memory.py [--model densenet_bc190_k40] [--batch 8]
+        [--out benchmarks/cpu/densenet_memory.json]
+
+Each setting runs in a fresh Python process that builds the model and a Nesterov optimizer,
+runs one warm-up step (so parameters, gradients, optimizer state and the fast path's scratch
+buffers already exist), times a second step, then measures the memory of a third (forward,
+backward, update). Two memory figures per setting:
+
+* ``step_peak_mb``: the peak of NumPy and Python allocations during the measured step,
+  above what was allocated when it started (``tracemalloc``; NumPy reports its array
+  buffers to it). This is the memory the step's activations need.
+* ``max_rss_mb``: the process's peak resident set size over its whole life
+  (``resource.getrusage``, ``ru_maxrss``), which adds the interpreter, the parameters,
+  their gradients and the optimizer state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def measure(model: str, batch: int, memory_efficient: bool) -> dict:
+    """One warm-up and one measured training step in this process; the figures as a dict."""
+    sys.path.insert(0, str(ROOT))
+    import resource  # noqa: I001  (chainer_nets must come before chainer: compat layer)
+    import tracemalloc
+
+    import chainer_nets  # noqa: F401
+    import numpy as np
+
+    import chainer
+    import chainer.functions as F
+    from chainer_nets import cpu_fast
+
+    net = chainer_nets.get_model(model, memory_efficient=memory_efficient)
+    opt = chainer.optimizers.NesterovAG(lr=0.1, momentum=0.9)
+    opt.setup(net)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)
+    t = rng.integers(0, 10, batch).astype(np.int32)
+
+    def step() -> float:
+        t0 = time.perf_counter()
+        with chainer.using_config("train", True):
+            loss = F.softmax_cross_entropy(net(x), t)
+        net.cleargrads()
+        loss.backward()
+        loss.unchain_backward()
+        opt.update()
+        return time.perf_counter() - t0
+
+    step()  # warm-up: gradients, optimizer state and scratch buffers now exist
+    untraced = step()
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    seconds = step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {
+        "model": model,
+        "batch": batch,
+        "memory_efficient": memory_efficient,
+        "cpu_fast": cpu_fast.is_enabled(),
+        "step_peak_mb": round((peak - base) / 2**20, 1),
+        "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "step_seconds": round(untraced, 2),
+        "step_seconds_traced": round(seconds, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Measure both settings in fresh processes, print them and write them as JSON."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="densenet_bc190_k40")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
+    ap.add_argument("--child", choices=["naive", "efficient"], help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.batch < 1:
+        ap.error("--batch must be at least 1")
+    if args.child:
+        print(json.dumps(measure(args.model, args.batch, args.child == "efficient")))
+        return 0
+    rows = []
+    for mode in ("naive", "efficient"):
+        cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch)]
+        done = subprocess.run(cmd + ["--child", mode], capture_output=True, text=True)
+        if done.returncode:
+            sys.stderr.write(done.stderr)
+            print(f"error: the {mode} measurement failed (exit {done.returncode})", file=sys.stderr)
+            return 1
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    result = {
+        "command": "python benchmarks/cpu/densenet_memory.py "
+        + f"--model {args.model} --batch {args.batch}",
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
