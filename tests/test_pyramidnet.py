@@ -182,3 +182,12 @@ def test_registry_metadata() -> None:
     assert (info.paper_no, info.arxiv, info.recipe) == (21, "1610.02915", "pyramidnet")
     assert info.paper_accuracy == 96.27 and info.paper_params == "28.3"
     assert get_model_info("pyramidnet272_a200_bottleneck").paper_accuracy == 96.69
+
+
+def test_widths_override_gives_step_widening() -> None:
+    """The same units with ResNet's 16/32/64 step schedule (the notebook's comparison)."""
+    net = PyramidNet(20, 48, widths=[16] * 3 + [32] * 3 + [64] * 3)
+    assert net.channels == [16] * 3 + [32] * 3 + [64] * 3
+    assert PyramidNet(20, 48).channels[-1] == 64
+    with pytest.raises(ValueError, match="widths"):
+        PyramidNet(20, 48, widths=[16, 32, 64])

@@ -163,6 +163,8 @@ class PyramidNet(chainer.Chain):
 
     Subclasses change how each unit is built through :meth:`make_unit` (the separated
     stochastic-depth network does); ``first_relu`` / ``last_bn`` pass through to every unit.
+    ``widths`` (one per unit) replaces the additive schedule, e.g. by ResNet's step widening
+    ``[16] * n + [32] * n + [64] * n`` to compare the two with everything else equal.
     """
 
     def __init__(
@@ -173,6 +175,7 @@ class PyramidNet(chainer.Chain):
         n_classes: int = 10,
         first_relu: bool = False,
         last_bn: bool = True,
+        widths: list[int] | None = None,
     ) -> None:
         super().__init__()
         per_layer = 9 if bottleneck else 6
@@ -181,7 +184,9 @@ class PyramidNet(chainer.Chain):
             raise ValueError(f"PyramidNet depth must be {kind}, got {depth}")
         n = (depth - 2) // per_layer
         self.depth, self.alpha, self.units_per_stage = depth, alpha, n
-        self.widths = pyramid_widths(alpha, 3 * n)
+        self.widths = pyramid_widths(alpha, 3 * n) if widths is None else list(widths)
+        if len(self.widths) != 3 * n:
+            raise ValueError(f"{len(self.widths)} widths given for {3 * n} units")
         self.unit_kwargs = {"first_relu": first_relu, "last_bn": last_bn}
         unit_cls = PyramidBottleneck if bottleneck else PyramidBasic
         with self.init_scope():
