@@ -30,7 +30,7 @@ test: lint
 	$(PY) -m pytest
 
 notebooks: setup
-	$(PY) -m chainer_nets.notebook render
+	$(PY) -m chainer_nets.notebook_render render
 
 clean:
 	rm -rf $(VENV) runs

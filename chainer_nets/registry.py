@@ -113,3 +113,9 @@ def count_params(model: chainer.Link, counting: str = "all") -> int:
     if counting != "all":
         raise ValueError(f"counting must be 'all' or 'weights', got {counting!r}")
     return sum(p.size for p in model.params())
+
+
+def register_once(info: ModelInfo) -> ModelInfo:
+    """Register ``info`` unless its name is taken; return the entry registered under that name."""
+    _load_all()
+    return _REGISTRY.setdefault(info.name, info)

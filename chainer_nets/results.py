@@ -112,6 +112,13 @@ def train_command(model: str, device: str = "@cupy:0") -> str:
     return f"python -m chainer_nets.train --model {model} --device {device} --out results/{model}"
 
 
+def md_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured markdown table (the one formatter of the results and notebook tables)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def _fmt(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
@@ -169,10 +176,7 @@ def markdown_table(
     models: list[str] | None = None, root: str | os.PathLike | None = None, runs_only: bool = False
 ) -> str:
     """The results table in GitHub markdown (accuracies are CIFAR-10 test %, last epoch)."""
-    rows = table_rows(models, root, runs_only)
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return md_table(HEADER, table_rows(models, root, runs_only))
 
 
 def plot_log(log: list[dict], title: str = ""):

@@ -13,39 +13,43 @@
 
 # %% [markdown]
 # # 13 · Deep Networks with Stochastic Depth
-# Huang, Sun, Liu, Sedra, Weinberger, 2016 · [arXiv 1603.09382](https://arxiv.org/abs/1603.09382) ·
-# code: `chainer_nets/models/stochastic_depth.py`, gate in `chainer_nets/blocks.py` ·
-# recipe: `chainer_nets/recipes/stochastic_depth.toml`
 #
-# **The question.** A 110-layer ResNet is accurate but slow to train, and its gradient has to
-# pass through every one of its 54 residual blocks. Depth helps when the network is *used*;
-# does it have to be paid for on every training step as well?
+# Huang, Sun, Liu, Sedra, Weinberger — *Deep Networks with Stochastic Depth*, arXiv
+# [1603.09382](https://arxiv.org/abs/1603.09382), March 2016.
 #
-# **The idea.** Train a *random shallower* network on each mini-batch and test the full deep
-# one. Every residual block flips a biased coin per mini-batch: heads, it runs as usual;
-# tails, its whole residual branch is skipped and the block is just its shortcut. Early
-# blocks (which build the low-level features everyone else uses) are kept almost always,
-# late ones only half the time. At test time all blocks run, each branch scaled by how often
-# it was present in training, so the expected input of the next layer is what it saw during
-# training. It is dropout applied to whole layers, and it sits naturally on a ResNet because
-# the shortcut already gives a sensible "layer removed" network.
+# ## The question
+#
+# A 110-layer ResNet is accurate but slow to train, and its gradient has to pass through
+# every one of its 54 residual blocks. Depth helps when the network is *used*; does it have
+# to be paid for on every training step as well?
+#
+# ## The idea
+#
+# Train a *random shallower* network on each mini-batch and test the full deep one. Every
+# residual block flips a biased coin per mini-batch: heads, it runs as usual; tails, its
+# whole residual branch is skipped and the block is just its shortcut. Early blocks, which
+# build the features every later block uses, are kept almost always, late ones only half
+# the time. At test time all blocks run, each branch scaled by how often it was present in
+# training. It is dropout applied to whole layers, and it fits a ResNet naturally because
+# the shortcut already is a sensible "layer removed" network.
 
 # %% tags=["parameters"]
-# Parameters: "quick" trains a small sibling on a CIFAR-10 subset on the CPU (what CI runs);
-# "full" trains the paper's network with the paper's recipe (use a GPU: DEVICE = "@cupy:0").
+# "quick": the experiment below on the CPU (what CI runs, with the lighter CI settings);
+# "full": the paper's network and recipe (on a GPU: DEVICE = "@cupy:0").
 MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "sd_resnet110"  # the network of the paper's main CIFAR-10 result and the 2016 code
-QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES, QUICK_EPOCHS, QUICK_BATCH = 384, 200, 2, 32
+QUICK = dict(n=9, batch=32, steps=24)  # ResNet-56 (27 blocks), timed training steps per net
+CI = dict(steps=10)  # the tests time fewer steps
 
 # %%
 import sys
+import time
 
 try:
-    import chainer_nets
+    import chainer_nets  # noqa: F401
 except ImportError:  # running from notebooks/ without installing the package
     sys.path.insert(0, "..")
-    import chainer_nets  # noqa: F401
 
 import chainer
 import chainer.functions as F
@@ -59,12 +63,14 @@ from chainer_nets.models.stochastic_depth import (
     StochasticDepthResNet,
     avg_pool_pad_shortcut,
 )
-from chainer_nets.registry import get_model_info
 
 assert MODE in ("quick", "full"), MODE
+QUICK = nb.quick_settings(QUICK, CI)
 
 # %% [markdown]
-# ## 1. The gated block: training (Eq. 2) and test (Eq. 5)
+# ## The equations, next to the code
+#
+# ### The gated block: training (Eq. 2) and test (Eq. 5)
 #
 # Block $\ell$ of the post-activation ResNet computes a residual branch
 # $f_\ell = \mathrm{BN}(W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 * H_{\ell-1})))$. A Bernoulli
@@ -134,7 +140,7 @@ assert np.allclose(s[:, :4], by_hand) and not s[:, 4:].any()
 print("x", x.shape, "-> shortcut", s.shape, ": 2x2 means, then 4 zero channels")
 
 # %% [markdown]
-# ## 2. Linear decay of the survival probabilities (Eq. 4)
+# ### Linear decay of the survival probabilities (Eq. 4)
 #
 # With $L$ blocks, the input counted as $p_0 = 1$ and the last block at $p_L$ (0.5 in all
 # of the paper's CIFAR experiments), the survival probability falls linearly with depth:
@@ -149,7 +155,7 @@ print("x", x.shape, "-> shortcut", s.shape, ": 2x2 means, then 4 zero channels")
 nb.show_source(blocks.linear_decay_survival)
 
 # %%
-net110 = get_model_info(FULL_MODEL).build()
+net110 = StochasticDepthResNet(n=18)
 p = np.array(net110.survival)
 L = len(p)
 assert L == 54 and np.allclose(p, [1 - i / L * 0.5 for i in range(1, L + 1)])
@@ -204,7 +210,19 @@ ax.legend()
 plt.show()
 
 # %% [markdown]
-# ## 3. The network and its parameters
+# ## The block
+#
+# One block in training: the coin $b_\ell$ decides whether the branch runs at all.
+
+# %%
+nb.draw_block(
+    "x -> conv 3×3#1 -> BN#1 -> ReLU#1 -> conv 3×3#2 -> BN#2 -> gate b ∈ {0,1}, P(1) = p -> + -> ReLU#2 -> y;"
+    "x -[identity (2×2 average + zero channels where the shape changes)]-> +",
+    title="stochastic-depth block (training); at test time the gate is the factor p",
+)
+
+# %% [markdown]
+# ## The network and its parameter count
 #
 # The CIFAR ResNet of the ResNet paper with $6n+2$ layers (a 3×3 conv with 16 filters, three
 # stages of $n$ blocks at 16/32/64 filters on 32², 16², 8² maps, global average pooling,
@@ -215,102 +233,201 @@ plt.show()
 nb.show_source(StochasticDepthResNet)
 
 # %%
-_ = nb.shape_table(net110)
+rows = nb.shape_table(net110)
+assert rows[-1]["out"] == (1, 10)
 
 # %% [markdown]
 # The paper prints 1.7M parameters for the 110-layer and 19.4M for the 1202-layer network
-# (those of the ResNet paper's Table 6; BN's scale and shift included). Ours at that precision:
+# (the ResNet paper's figures, BN's scale and shift included). The official Torch code also
+# puts a bias on every convolution, which the next BN cancels; we leave it out, which
+# changes ResNet-110's count by 4,048, invisible at 0.1M.
 
 # %%
-checks = nb.param_check(["sd_resnet110", "sd_resnet1202"])
+checks = nb.param_check(["sd_resnet110", "sd_resnet1202"], source="paper", where="Table 1")
 assert all(c["agrees"] for c in checks), checks
 
 # %% [markdown]
-# **Parameters.** 1,727,962 for ResNet-110 and 19,421,274 for ResNet-1202 (pinned in
-# `tests/test_stochastic_depth.py`), i.e. 1.7M and 19.4M. The official Torch code also has a
-# bias on every convolution, initialised to 0 and cancelled by the next BN's batch mean; we
-# leave it out, which changes the count by 4,048 for ResNet-110, invisible at 0.1M.
-
-# %% [markdown]
-# ## 4. Recipe
+# ## Recipe and departures
+#
 # Nesterov momentum 0.9, weight decay $10^{-4}$, batch 128, lr 0.1 divided by 10 at 50% and
-# 75% of 500 epochs (the official code's `main.lua`; the paper trains 500 epochs on CIFAR-10).
+# 75% of 500 epochs (the official code's defaults; the paper trains 500 epochs on CIFAR-10).
 
 # %%
 _ = nb.show_recipe("stochastic_depth")
 
 # %% [markdown]
-# ## 5. A quick training run (CPU)
+# ## The experiment
 #
-# ResNet-110 for 500 epochs takes most of a GPU-day. The quick mode trains a small sibling
-# built from the same classes, **ResNet-14 with stochastic depth** ($n = 2$, 6 gated blocks,
-# linear decay to $p_L = 0.5$), on 384 CIFAR-10 training images for 2 epochs at batch 32
-# (the paper's 128 would give only 6 updates), evaluated on 200 test images. The recipe is
-# otherwise the paper's (Nesterov, lr 0.1, weight decay, pad-4 crops and flips). Expect an
-# accuracy between chance (10%) and about 30%: this shows that the gate trains end to end
-# (dropped blocks get no gradient; the test pass uses the $p_\ell$ scaling), not the result.
+# **Is a training step really cheaper?** The paper's practical claim is a shorter training
+# time: about a quarter of the residual blocks are skipped per step, and skipped blocks
+# cost nothing, forward or backward. We time full training steps (forward, loss, backward,
+# Nesterov update) of ResNet-56 at batch 32 on the CPU, twice: with the paper's schedule
+# ($p_L = 0.5$) and with every block kept ($p_L = 1$, the same network without stochastic
+# depth). The two are timed alternately, step by step, so that a busy machine slows both
+# alike; the first two steps of each are warm-up and not counted. We also count how many
+# blocks ran in each step. About a minute on two cores; the tests time fewer steps.
+#
+# Look at the ratio of median step times next to the ratio of blocks run, and at the right
+# panel: if skipping is free, step time grows in a straight line with the number of blocks
+# that ran.
+
 
 # %%
-nb.register_sibling(
-    "sd_resnet14_quick",
-    like=FULL_MODEL,
-    factory=StochasticDepthResNet,
-    description="ResNet-14 with stochastic depth (p_L = 0.5), for the notebook",
-    n=2,
-    p_last=0.5,
-)
+def counted(net):
+    """Wrap every block's branch so that ``net.ran`` counts the branches computed."""
+    net.ran = 0
+    for blk in net.blocks:
+        original = blk.residual
+
+        def residual(h, _f=original):
+            net.ran += 1
+            return _f(h)
+
+        blk.residual = residual
+    return net
+
+
+def timed_step(model, opt, x, t):
+    """One training step; its wall time in ms and the number of blocks that ran."""
+    model.predictor.ran = 0
+    t0 = time.perf_counter()
+    model.cleargrads()
+    loss = model(x, t)
+    loss.backward()
+    opt.update()
+    return 1000 * (time.perf_counter() - t0), model.predictor.ran
+
+
+timings = {}
 if MODE == "quick":
-    quick = nb.quick_train(
-        "sd_resnet14_quick",
-        QUICK_TRAIN_IMAGES,
-        QUICK_TEST_IMAGES,
-        QUICK_EPOCHS,
-        batch_size=QUICK_BATCH,
-        device=DEVICE,
-    )
-    assert quick["test_accuracy"] > 0
+    nb.setup_cpu_fast()
+    train_set = chainer.datasets.get_cifar10()[0]
+    xb = np.stack([train_set[i][0] for i in range(QUICK["batch"])])
+    tb = np.array([train_set[i][1] for i in range(QUICK["batch"])], np.int32)
+    setups = {}
+    for label, p_last in (("stochastic depth, p_L = 0.5", 0.5), ("every block kept", 1.0)):
+        np.random.seed(0)
+        model = chainer.links.Classifier(
+            counted(StochasticDepthResNet(n=QUICK["n"], p_last=p_last))
+        )
+        opt = chainer.optimizers.NesterovAG(lr=0.1, momentum=0.9)
+        opt.setup(model)
+        setups[label] = (model, opt)
+        timings[label] = []
+    with chainer.using_config("train", True):
+        for step in range(QUICK["steps"] + 2):
+            for label, (model, opt) in setups.items():
+                ms, ran = timed_step(model, opt, xb, tb)
+                if step >= 2:
+                    timings[label].append((ms, ran))
 else:
     full = nb.full_train(FULL_MODEL, DEVICE)
 
+# %%
+if timings:
+    L_blocks = 3 * QUICK["n"]
+    sd, kept = (np.array(v) for v in timings.values())
+    med_sd, med_kept = np.median(sd[:, 0]), np.median(kept[:, 0])
+    expected = float(np.sum(StochasticDepthResNet(n=QUICK["n"]).survival))
+    nb.show_md(
+        nb.md_table(
+            ["network", "median step (ms)", "quartiles (ms)", "blocks run per step (mean)"],
+            [
+                [
+                    k,
+                    f"{np.median(v[:, 0]):.0f}",
+                    f"{np.percentile(v[:, 0], 25):.0f}–{np.percentile(v[:, 0], 75):.0f}",
+                    f"{v[:, 1].mean():.1f} of {L_blocks}",
+                ]
+                for k, v in zip(timings, (sd, kept), strict=True)
+            ],
+        )
+    )
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2), dpi=80)
+    for (label, v), colour in zip(timings.items(), ("C0", "C1"), strict=True):
+        ax1.plot(v[:, 0], marker="o", ms=3, color=colour, label=label)
+        ax2.scatter(v[:, 1], v[:, 0], s=12, color=colour, label=label)
+    ax1.set(xlabel="timed step", ylabel="step time (ms)", title="training steps, interleaved")
+    ax2.set(
+        xlabel="residual blocks run in the step",
+        ylabel="step time (ms)",
+        title=f"ResNet-{6 * QUICK['n'] + 2}, batch {QUICK['batch']}",
+    )
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
+    iqr = np.percentile(kept[:, 0], 75) - np.percentile(kept[:, 0], 25)
+    print(
+        f"Noise level: the step time of the same network varies by {iqr:.0f} ms between its "
+        f"quartiles ({100 * iqr / med_kept:.0f}% of its median) on this machine, so ratios "
+        "within a few percent of each other are not distinguishable here."
+    )
+    print(
+        f"With stochastic depth a step took {med_sd / med_kept:.2f} of the time of the "
+        f"full network, while {sd[:, 1].mean() / L_blocks:.2f} of the blocks ran "
+        f"(expected {expected / L_blocks:.2f} = Σp_ℓ / L); the stem, the classifier and the "
+        "update are paid in both, so the time ratio sits a little above the block ratio."
+    )
+
 # %% [markdown]
-# ## 6. The full reproduction
+# ## The full reproduction
 #
-# | | CIFAR-10 test accuracy (ResNet-110 + stochastic depth) |
-# |---|---|
-# | paper (Table 1, CIFAR-10+, 5.25% error) | **94.75%** |
-# | 2016 Chainer implementation (`nutszebra/stochastic_depth`, epoch 478) | **94.76%** |
-# | ours | not yet reproduced (command below) |
-#
-# The 2016 Chainer code differs from the paper in ways that matter little for accuracy:
-# stride on the second convolution, option-A sub-sampling shortcut, a survival schedule off
-# by one block ($p = 1 - 0.5\,i/L$ for $i = 0..L-1$), plain momentum instead of Nesterov.
-# Ours follows the official Torch code in all four. Our number, when it exists, is the test
-# accuracy after the last epoch of one run (the paper reports the error at the end of
-# training too), read from `results/` by `chainer_nets.results`:
+# The paper's ResNet-110 with stochastic depth is the generated table's "paper" column
+# (its Table 1, CIFAR-10 with augmentation). The 2016 Chainer code differs from the paper in
+# ways that matter little for accuracy: stride on the second convolution, option-A
+# sub-sampling shortcut, a survival schedule off by one block ($p = 1 - 0.5\,i/L$ for
+# $i = 0..L-1$), plain momentum instead of Nesterov; ours follows the official Torch code
+# in all four. Ours is the test accuracy after the last epoch of one run, read from
+# `results/`:
 
 # %%
-_ = nb.reproduction(FULL_MODEL)
+run = nb.reproduction(FULL_MODEL)
 
 # %% [markdown]
-# The 1202-layer network (paper: 4.91% error, i.e. 95.09%, from the abstract) is registered as
-# `sd_resnet1202` with the same recipe:
-# `python -m chainer_nets.train --model sd_resnet1202 --device @cupy:0 --out results/sd_resnet1202`.
+# The 1202-layer network (the abstract gives 4.91% error) is registered as `sd_resnet1202`
+# with the same recipe.
 #
-# ## What we checked, and what we could not
-# * **Checked** (official Torch code `yueatsprograms/Stochastic_Depth`, read by the model's
-#   author, and the abstract): the linear-decay rule with $p_L = 0.5$ indexed $\ell = 1..L$; one
-#   gate draw per block per mini-batch; a dropped block is $\mathrm{ReLU}(\mathrm{id}(\mathbf{x}))$;
-#   test-time scaling by $p_\ell$; the 2×2 average-pool + zero-pad shortcut; Nesterov momentum
-#   0.9 with dampening 0, weight decay $10^{-4}$, 500 epochs with lr drops at 250 and 375; the
-#   45k/5k train/validation split; 4.91% for 1202 layers (abstract, also re-read here through
-#   the paper's arXiv page).
-# * **Checked here, in this notebook:** the empirical keep rates against $p_\ell$, the test-mode
-#   equation, the shortcut, and the parameter counts at the paper's precision.
-# * **Not checked** (SPEC items marked [MEM]): the 110-layer numbers 5.25% (stochastic depth)
-#   and 6.41% (constant depth) of the paper's Table 1 and the CIFAR-100 figures: the stored
-#   copies of the paper we could search show only the abstract and introduction. The 94.75% in
-#   the table above rests on that memory and on the 2016 table, which lists the same number.
-# * **Departures** (in the recipe): all 50k training images by default (`--val-split 5000`
-#   gives the paper's split), per-channel mean/std normalisation instead of the per-pixel mean
-#   image and one global std, no convolution biases, and a dropped block's parameters get no
-#   weight-decay or momentum step in that iteration.
+# ## Why it works, and when it fails
+#
+# Each step trains an expected $\sum_\ell p_\ell$ of the $L$ blocks, about three quarters,
+# so steps are cheaper and the gradient crosses fewer blocks on its way to the early
+# layers. Like dropout, training many thinner networks that share weights acts as a
+# regulariser, and the test network averages them by scaling each branch with $p_\ell$.
+# The paper's Table 1 shows lower test error for both 110 and 1202 layers than the same
+# network trained at constant depth.
+#
+# The saving needs a shortcut that makes "block removed" a sensible network, so it does not
+# carry over to plain nets. On a GPU the saved time is smaller than the share of skipped
+# blocks when steps are dominated by fixed costs (data loading, small kernels). And the
+# regularisation is the wrong tool for small networks that under-fit: with few blocks,
+# dropping any of them removes capacity the model needs.
+
+# %% [markdown]
+# ## What to take away
+#
+# * One coin per block per mini-batch; a dropped block is its shortcut, and its branch is
+#   not computed at all (`blocks.stochastic_depth` returns `None`).
+# * Survival falls linearly from 1 to $p_L = 0.5$; at test time each branch is scaled by
+#   its $p_\ell$.
+# * The time saving is real and measured above; it is a little smaller than the share of
+#   skipped blocks because the rest of the step is unchanged.
+# * No parameters are added: ResNet-110 with stochastic depth has ResNet-110's 1.7M.
+
+# %% [markdown]
+# ## Appendix: sources
+#
+# * Gate, linear decay with $p_L = 0.5$, test-time scaling, the average-pool shortcut and
+#   the recipe (Nesterov momentum 0.9, weight decay $10^{-4}$, 500 epochs, lr drops at 250
+#   and 375, 45k/5k split): the paper
+#   ([arXiv 1603.09382](https://arxiv.org/abs/1603.09382)) and the authors' Torch code
+#   ([yueatsprograms/Stochastic_Depth](https://github.com/yueatsprograms/Stochastic_Depth)).
+# * 4.91% for 1202 layers: the paper's abstract.
+# * The 110-layer figures: the paper's Table 1 and the 2016 Chainer results table
+#   (`IMPL_2016` in `chainer_nets/results.py`), which lists the same accuracy.
+# * Checked in this notebook: both gate equations, the keep rates against $p_\ell$, the
+#   shortcut, the parameter counts and the step times.
+# * Departures (also in the recipe): all 50k training images by default (`--val-split 5000`
+#   gives the paper's split), per-channel normalisation, no convolution biases, and a
+#   dropped block's parameters get no weight-decay or momentum step in that iteration.
