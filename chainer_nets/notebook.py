@@ -45,6 +45,7 @@ from chainer_nets.registry import (  # noqa: E402
     register_once,
 )
 from chainer_nets.results import md_table  # noqa: E402, F401  (re-exported for the cells)
+from chainer_nets.runfolder import CONFIG_FILE, LOG_FILE, MODEL_FILE, RESULT_FILE  # noqa: E402
 
 #: Sustained float32 training throughput assumed by :func:`gpu_hours` (TFLOP/s): a round figure
 #: for Chainer's im2col + cuBLAS path on one recent data-centre GPU, not a measurement.
@@ -165,8 +166,7 @@ def draw_block(description: str, title: str = "", note: str = ""):
             pos[n] = ((i - (len(row) - 1) / 2) * dx, -k * dy)
             text = n.split("#")[0]
             half_w[n] = 0.18 if text in _OPS else max(0.45, 0.055 * len(text) + 0.2)
-    width = max(len(r) for r in by_layer.values())
-    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * width, 0.6 + 0.42 * n_layers), dpi=90)
+    fig, ax = plt.subplots(dpi=90)
     for n in nodes:
         x, y = pos[n]
         text = n.split("#")[0]
@@ -231,11 +231,15 @@ def draw_block(description: str, title: str = "", note: str = ""):
                 rotation=0,
             )
             if side > 0:
-                x_max = max(x_max, xs + 0.07 * len(lab) + 0.1)
+                x_max = max(x_max, xs + 0.085 * len(lab) + 0.1)
             else:
-                x_min = min(x_min, xs - 0.07 * len(lab) - 0.1)
+                x_min = min(x_min, xs - 0.085 * len(lab) - 0.1)
     ax.set_xlim(x_min - 0.3, x_max + 0.3)
     ax.set_ylim(-(n_layers - 1) * dy - 0.4, 0.4)
+    inch = 0.75  # per unit of the layout, so that text and boxes keep their proportions
+    fig.set_size_inches(
+        max(3.0, (x_max - x_min + 0.6) * inch), ((n_layers - 1) * dy + 0.8) * inch + 0.5
+    )
     ax.set_aspect("equal")
     ax.axis("off")
     if title:
@@ -490,7 +494,7 @@ def quick_train(
     """Train ``model`` on a CIFAR-10 subset with its recipe squeezed into ``epochs`` (into a
     temporary folder unless ``out``); return ``train``'s result dict plus the per-epoch ``log``
     (and the trained ``net`` with ``keep_model``). Plots the curves unless ``plot=False``."""
-    from chainer_nets.train import MODEL_FILE, TrainConfig, train
+    from chainer_nets.train import TrainConfig, train
 
     if chainer.get_device(device).xp is np:
         setup_cpu_fast()
@@ -512,8 +516,8 @@ def quick_train(
                 print_report=False,
             )
         )
-        result["log"] = json.loads((run_dir / "log").read_text())
-        result["batch_size"] = json.loads((run_dir / "config.json").read_text())["batch_size"]
+        result["log"] = json.loads((run_dir / LOG_FILE).read_text())
+        result["batch_size"] = json.loads((run_dir / CONFIG_FILE).read_text())["batch_size"]
         result["notebook_seconds"] = round(time.time() - t0, 1)
         if keep_model:
             net = get_model_info(model).build()
@@ -593,7 +597,7 @@ def full_train(model: str, device: str) -> dict:
 
     out = cresults.results_dir() / model
     cmd = cresults.train_command(model, device)
-    resume = (out / "config.json").is_file() and not (out / "result.json").is_file()
+    resume = (out / CONFIG_FILE).is_file() and not (out / RESULT_FILE).is_file()
     return train(
         TrainConfig(
             model=model,
