@@ -34,8 +34,8 @@ BN as two (to the old and to the new channels); that is the same map and the sam
 one convolution and BN whose output is split by channel, which is what is done here. A dropped part is
 multiplied by zero: the branch is still computed (as in the authors' code), so its
 batch-normalization statistics are updated and its parameters get a zero gradient. The gates
-are drawn on the arrays' own device (``xp.random``), one pair per unit per mini-batch, and
-never read back to the host, so a GPU step is not synchronised once per unit.
+are drawn on the arrays' own device (:func:`chainer_nets.blocks.bernoulli_mask`), one pair per
+unit per mini-batch, and never read back to the host, so a GPU step is not synchronised once per unit.
 ``separate=False`` gives the naive PyramidDrop baseline (one gate for the whole branch).
 """
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import chainer
 
-from chainer_nets.blocks import linear_decay_survival
+from chainer_nets.blocks import bernoulli_mask, linear_decay_survival
 from chainer_nets.models.pyramidnet import PyramidNet, PyramidUnit, pyramid_shortcut
 from chainer_nets.registry import ModelInfo, register
 
@@ -57,11 +57,12 @@ def separated_gates(
     xp: Any, survival: float, n_old: int, n_new: int, separate: bool, dtype: Any
 ) -> Any:
     r"""Per-channel gate :math:`[b^{(1)} \mathbf{1}_{C_{\ell-1}};\ b^{(2)} \mathbf{1}_{C_\ell - C_{\ell-1}}]`
-    of shape ``(1, n_old + n_new, 1, 1)``, drawn on the array module ``xp``.
+    of shape ``(1, n_old + n_new, 1, 1)``, drawn with the array module ``xp`` (on the device
+    for CuPy) through :func:`chainer_nets.blocks.bernoulli_mask`.
 
     ``separate=False`` draws one gate for all channels (PyramidDrop).
     """
-    draws = (xp.random.random_sample(2 if separate else 1) < survival).astype(dtype)
+    draws = bernoulli_mask(xp.empty(2 if separate else 1, dtype=dtype), survival)
     if not separate:
         return xp.broadcast_to(draws.reshape(1, 1, 1, 1), (1, n_old + n_new, 1, 1))
     old = xp.broadcast_to(draws[0:1], (n_old,))
