@@ -167,7 +167,10 @@ _ = nb.show_recipe("highway")
 # highway ones do not. We look at it in miniature with the network above at 16 channels
 # everywhere and $d$ = 1, 5 and 15 layers per stage (8, 20 and 50 layers in all), each as a
 # highway net and as a *plain* net: the same layers with the gate held fully open
-# ($\mathbf{y} = H(\mathbf{x})$, no carry), same initialisation, no dropout.
+# ($\mathbf{y} = H(\mathbf{x})$, no carry), same weights, no dropout. These small nets start
+# from LeCun-normal weights (variance $1/\text{fan-in}$, gate bias $-2$ kept): with the
+# authors' scheme (first convolution with standard deviation 1) they overflow to NaN at
+# initialisation in our runs, which would say nothing about depth.
 #
 # First, at initialisation, one batch of 32 CIFAR-10 images: how large is the gradient that
 # reaches the first convolution, compared with the one at the classifier? Then the 20-layer
@@ -187,8 +190,12 @@ class PlainConv(HighwayConv):
 
 def fitnet_small(d: int, highway: bool = True):
     """16 channels everywhere, ``d`` highway (or plain) layers per stage, no dropout."""
-    np.random.seed(0)
     net = HighwayFitNet(widths=(16, 16, 16), depths=(d, d, d), head_ch=16, dropout=0.0)
+    rng = np.random.default_rng(0)  # the same weights for the plain and the highway twin
+    for _, link in sorted(net.namedlinks()):
+        if isinstance(link, (L.Convolution2D, L.Linear)):  # LeCun normal, biases kept
+            fan_in = link.W.array[0].size
+            link.W.array[...] = rng.normal(0, np.sqrt(1 / fan_in), link.W.shape)
     if not highway:
         for stage in net.stages:
             for lay in stage.layers:
@@ -214,6 +221,7 @@ if MODE == "quick":
         for kind in grad_ratio:
             net = fitnet_small(d, kind == "highway")
             loss = F.softmax_cross_entropy(net(tx[: QUICK["batch"]]), ty[: QUICK["batch"]])
+            net.cleargrads()  # Chainer fills a fresh parameter's gradient with NaN
             loss.backward()
             first = np.linalg.norm(net.stages[0].plain.W.grad)
             grad_ratio[kind].append(first / np.linalg.norm(net.fc.W.grad))
