@@ -379,9 +379,10 @@ run = nb.reproduction(FULL_MODEL)
 # * A highway layer is a learned, per-unit choice between transforming and copying; the
 #   equation is three lines of `forward`.
 # * The negative gate bias is the key initialisation: the network starts close to copying.
-# * The experiment measures why: without normalisation, the gradient reaching a plain net's
-#   first layer shrinks quickly with depth, and the carry path keeps it; the gate plot shows
-#   which layers training starts to use.
+# * The experiment measures the gradient that reaches the first layer at each depth, plain
+#   and gated, and how the two train; the gate plot shows which layers training starts to
+#   use. Read the printed numbers: at this size and this short a run they are a hint, not
+#   the paper's figure.
 
 # %% [markdown]
 # ## Appendix: sources
