@@ -229,9 +229,10 @@ xb, tb = batch(0)
 
 
 @contextlib.contextmanager
-def branches_cut(net, entry):
-    """Make each block's first branch layer ``entry`` read a constant copy of its input."""
-    links = [getattr(b, entry) for b in net.blocks]
+def branches_cut(net, entry, n):
+    """Make the first branch layer ``entry`` of stage 1's units 2..n read a constant copy of
+    its input (the units whose shortcut is x itself in both designs)."""
+    links = [getattr(b, entry) for b in list(net.blocks)[1:n]]
     for link in links:
         original = link.forward
 
@@ -276,7 +277,7 @@ if MODE == "quick":
             np.random.seed(0)
             net = build(depth)
             everything = first_stage_grads(net, n)
-            with branches_cut(net, entry):
+            with branches_cut(net, entry, n):
                 shortcut_only = first_stage_grads(net, n)
             direct[kind].append(shortcut_only[1] / shortcut_only[-1])
             through_all[kind].append(everything[1] / everything[-1])
@@ -334,7 +335,7 @@ if table:
         xb, tb = batch(1000 * seed)
         np.random.seed(seed)
         net = resnet.ResNetCifar(9)
-        with branches_cut(net, "conv1"):
+        with branches_cut(net, "conv1", 9):
             g = first_stage_grads(net, 9)
         spread.append(g[1] / g[-1])
     xb, tb = batch(0)
