@@ -165,8 +165,7 @@ def draw_block(description: str, title: str = "", note: str = ""):
             pos[n] = ((i - (len(row) - 1) / 2) * dx, -k * dy)
             text = n.split("#")[0]
             half_w[n] = 0.18 if text in _OPS else max(0.45, 0.055 * len(text) + 0.2)
-    width = max(len(r) for r in by_layer.values())
-    fig, ax = plt.subplots(figsize=(2.2 + 2.2 * width, 0.6 + 0.42 * n_layers), dpi=90)
+    fig, ax = plt.subplots(dpi=90)
     for n in nodes:
         x, y = pos[n]
         text = n.split("#")[0]
@@ -231,11 +230,15 @@ def draw_block(description: str, title: str = "", note: str = ""):
                 rotation=0,
             )
             if side > 0:
-                x_max = max(x_max, xs + 0.07 * len(lab) + 0.1)
+                x_max = max(x_max, xs + 0.085 * len(lab) + 0.1)
             else:
-                x_min = min(x_min, xs - 0.07 * len(lab) - 0.1)
+                x_min = min(x_min, xs - 0.085 * len(lab) - 0.1)
     ax.set_xlim(x_min - 0.3, x_max + 0.3)
     ax.set_ylim(-(n_layers - 1) * dy - 0.4, 0.4)
+    inch = 0.75  # per unit of the layout, so that text and boxes keep their proportions
+    fig.set_size_inches(
+        max(3.0, (x_max - x_min + 0.6) * inch), ((n_layers - 1) * dy + 0.8) * inch + 0.5
+    )
     ax.set_aspect("equal")
     ax.axis("off")
     if title:

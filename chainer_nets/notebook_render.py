@@ -81,7 +81,7 @@ def _kernel_env(ci: bool) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def execute(source: Path, timeout: int = 600, ci: bool = False):
+def execute(source: Path, timeout: int = 1800, ci: bool = False):
     """Read a py:percent notebook and execute it top to bottom in ``notebooks/``; return it.
 
     ``ci=True`` lets the notebook use its lighter CI settings (see ``notebook.quick_settings``).
