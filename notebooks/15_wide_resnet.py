@@ -40,8 +40,8 @@ MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "wrn28_10"  # the network of the authors' headline result and of the 2016 code
 # The experiment: WRN-10-2 (wide, shallow) against WRN-22-1 (thin, deep), same data and recipe.
-QUICK = dict(train_subset=1024, test_subset=500, epochs=3, batch_size=64)
-CI = dict(train_subset=512, test_subset=300, epochs=2)  # the tests train on less
+QUICK = dict(train_subset=1024, test_subset=500, epochs=2, batch_size=64)
+CI = dict(train_subset=512, test_subset=300)  # the tests train on half the images
 
 # %%
 import sys

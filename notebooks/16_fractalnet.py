@@ -42,8 +42,8 @@ DEVICE = "@numpy"
 FULL_MODEL = "fractalnet20"  # B=5 blocks, C=3 columns: 20 layers on the deepest path
 # The experiment: a narrow 20-layer fractal trained with and without drop-path, then scored
 # as the whole fractal and as each column alone.
-QUICK = dict(train_subset=2048, test_subset=500, epochs=4, batch_size=64, lr=0.1)
-CI = dict(train_subset=1024, test_subset=300, epochs=2)  # the tests train on less
+QUICK = dict(train_subset=1536, test_subset=500, epochs=3, batch_size=64, lr=0.1)
+CI = dict(train_subset=768, test_subset=300, epochs=2)  # the tests train on less
 WIDTHS = (8, 16, 32, 64, 64)  # the sibling's channels per block (the paper: 64 ... 512)
 
 # %%
@@ -302,7 +302,7 @@ _ = nb.show_recipe("fractalnet")
 # Look for two things: whether the columns of the drop-path network stay well above chance
 # on their own while those of the other network do not, and which column leads. After a short
 # run the short paths have learned most: the paper's "deepest column nearly matches the whole"
-# needs its full 400 epochs. The tests train on half the images for half the epochs.
+# needs its full 400 epochs. The tests train on half the images for two epochs.
 
 # %%
 variants = {

@@ -43,8 +43,8 @@ DEVICE = "@numpy"
 FULL_MODEL = "wresnet_d1192"  # the network of the paper's headline CIFAR-10 result
 # steps: first training steps watched; n_deep: blocks per stage of the deep nets whose
 # activations are traced (3 * n_deep blocks); batch: images per step / per trace.
-QUICK = dict(steps=12, batch=32, n_deep=66, repeats=3)
-CI = dict(steps=8, n_deep=18, repeats=2)  # the tests trace a 110-layer stack instead of 400
+QUICK = dict(steps=12, batch=32, n_deep=50, repeats=3)
+CI = dict(steps=8, n_deep=18, repeats=2)  # the tests trace a 110-layer stack instead of 302
 
 # %%
 import sys
@@ -237,7 +237,7 @@ _ = nb.show_recipe("weighted_residual")
 #    network with every $\lambda = 1$ (the branch added at full strength, no ReLU after the
 #    sum), and the original post-activation ResNet of notebook 08 at the same depth.
 #
-# The reader's run traces 400-layer stacks ($n = 66$); the tests trace 110 layers.
+# The reader's run traces 302-layer stacks ($n = 50$); the tests trace 110 layers.
 
 # %%
 data = cdata.load_cifar10()
@@ -430,7 +430,7 @@ run = nb.reproduction(FULL_MODEL)
 # features help get a $\lambda$ quickly, useless ones stay near zero. Depth is thus added
 # gradually, and without a ReLU after the sum the shortcut carries $\mathbf{x}$ unchanged
 # through all of them, so neither the forward signal nor the gradient is rescaled block
-# after block. With $\lambda = 1$ the stack behaves like a plain sum of 200 non-negative
+# after block. With $\lambda = 1$ the stack behaves like a plain sum of many non-negative
 # branches (each ends in a ReLU), and its variance grows steadily, which is what the curves
 # show.
 #
