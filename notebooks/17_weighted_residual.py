@@ -242,10 +242,9 @@ _ = nb.show_recipe("weighted_residual")
 # %%
 data = cdata.load_cifar10()
 mean, std = cdata.channel_stats(data.train_x)
-train_x = ((data.train_x[: 64 * QUICK["steps"]] - mean[:, None, None]) / std[:, None, None]).astype(
-    np.float32
-)
-train_y = data.train_y[: len(train_x)]
+# a fixed random subset (the stored training set is ordered by class)
+raw_x, train_y = cdata.take_subset(data.train_x, data.train_y, 64 * QUICK["steps"])
+train_x = ((raw_x - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
 def branch_grad_norm(block) -> float:

@@ -274,8 +274,9 @@ _ = nb.show_recipe("ror")
 data = cdata.load_cifar10()
 mean, std = cdata.channel_stats(data.train_x)
 B = QUICK["batch"]
-images = (data.train_x[: B * QUICK["repeats"]] - mean[:, None, None]) / std[:, None, None]
-images, labels = images.astype(np.float32), data.train_y[: B * QUICK["repeats"]]
+# a fixed random subset (the stored training set is ordered by class)
+raw_x, labels = cdata.take_subset(data.train_x, data.train_y, B * QUICK["repeats"])
+images = ((raw_x - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
 def routes(net, x, middle: bool = True, root: bool = True):
