@@ -1,18 +1,27 @@
-"""Pieces several papers share: conv/BN constructors, shortcuts, classifier heads.
+"""Pieces several papers share: conv/BN constructors, shortcuts, classifier heads, the stage plan.
 
 Conventions used by every model in the package:
 
-* Convolutions feeding a batch normalization have no bias, and are initialised
-  with He's normal initialisation counted over the output fan
-  (:math:`\\mathcal{N}(0, 2/(k^2 C_{out}))`, as in fb.resnet.torch and the WRN code).
-  :func:`conv_init` is the one place this is chosen.
-* Batch normalization uses Torch's defaults (eps 1e-5, running-average decay 0.9),
-  which the papers' reference code used.
+* Convolutions feeding a batch normalization have no bias and He-normal weights,
+  :math:`\\mathcal{N}(0, 2/n)`; batch-normalization scales :math:`\\gamma` start at 1 or, as
+  Torch's default ``reset()`` does, uniform in :math:`[0, 1)`. Which fan :math:`n` counts and
+  which :math:`\\gamma` are chosen *per model*, after that paper's reference code, by the
+  :class:`InitScheme` the model builds its layers under (:func:`init_scheme`);
+  :func:`conv_init` and :func:`bn` read it, and are the one place it takes effect.
+  :data:`FB_RESNET_TORCH` (fan-out, :math:`\\gamma = 1`) is the default.
+* Batch normalization uses Torch's eps and running-average decay (1e-5, 0.9), which the
+  papers' reference code used.
+* Where a model loops over stages, :func:`stage_plan` lays out every block's input width,
+  output width and stride: the width changes on the first block of a stage and the stride is
+  2 there, except in the first stage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import chainer
 import chainer.functions as F
@@ -21,9 +30,83 @@ import numpy
 from chainer import initializers
 
 
+@dataclass(frozen=True)
+class InitScheme:
+    """How a model's convolutions and BN scales are initialised, and which code says so."""
+
+    fan: str  # "fan_in" or "fan_out": the n of He's N(0, 2/n)
+    bn_gamma: str  # "one" or "uniform" (Torch's default BN reset: U(0, 1))
+    source: str  # the reference code this follows
+
+    def __post_init__(self) -> None:
+        if self.fan not in ("fan_in", "fan_out") or self.bn_gamma not in ("one", "uniform"):
+            raise ValueError(f"unknown init scheme {self}")
+
+
+#: fb.resnet.torch (``models/resnet.lua``/``preresnet.lua``: ConvInit counts k*k*C_out, BNInit
+#: fills 1), also KaimingHe/resnet-1k-layers. The package default.
+FB_RESNET_TORCH = InitScheme("fan_out", "one", "fb.resnet.torch ConvInit/BNInit")
+#: Torch code that counts the input fan and leaves BN at Torch's default U(0, 1) scale:
+#: szagoruyko/wide-residual-networks after commit ea02518 ("fix MSRA init", 2016-09-08) and
+#: yueatsprograms/Stochastic_Depth (``nninit.kaiming`` with the ReLU gain, cudnn BN defaults).
+TORCH_FAN_IN = InitScheme("fan_in", "uniform", "Torch fan-in He init, default BN reset")
+
+_scheme: InitScheme = FB_RESNET_TORCH
+
+
+@contextlib.contextmanager
+def init_scheme(scheme: InitScheme) -> Iterator[InitScheme]:
+    """Build the layers created inside the ``with`` block under ``scheme``."""
+    global _scheme
+    previous, _scheme = _scheme, scheme
+    try:
+        yield scheme
+    finally:
+        _scheme = previous
+
+
+def current_init_scheme() -> InitScheme:
+    """The scheme layers built now are initialised with."""
+    return _scheme
+
+
+class UnitUniform(chainer.initializer.Initializer):
+    """Fills an array with U(0, 1) draws, Torch's default ``BatchNormalization:reset()`` scale."""
+
+    def __call__(self, array) -> None:
+        """Fill ``array`` in place."""
+        xp = chainer.backend.get_array_module(array)
+        array[...] = xp.random.uniform(0.0, 1.0, array.shape).astype(array.dtype)
+
+
 def conv_init() -> initializers.HeNormal:
-    """He-normal initializer over the output fan, used by every convolution."""
-    return initializers.HeNormal(fan_option="fan_out")
+    """He-normal initializer over the fan the current :class:`InitScheme` names."""
+    return initializers.HeNormal(fan_option=_scheme.fan)
+
+
+class BlockPlan(NamedTuple):
+    """One block of a stage plan: its widths and stride, and where it stands."""
+
+    in_ch: int
+    out_ch: int
+    stride: int
+    stage: int  # 0-based stage
+    index: int  # 0-based position inside the stage
+
+
+def stage_plan(
+    in_ch: int, widths: Sequence[int], depths: int | Sequence[int], expansion: int = 1
+) -> Iterator[BlockPlan]:
+    """Every block of a staged network, first to last: stage ``s`` has ``depths[s]`` blocks of
+    width ``widths[s]`` (a block outputs ``expansion`` times that); the first block of every
+    stage but the first halves the resolution."""
+    if isinstance(depths, int):
+        depths = [depths] * len(widths)
+    for stage, (width, n) in enumerate(zip(widths, depths, strict=True)):
+        for i in range(n):
+            stride = 2 if stage > 0 and i == 0 else 1
+            yield BlockPlan(in_ch, width, stride, stage, i)
+            in_ch = width * expansion
 
 
 def conv3x3(in_ch: int, out_ch: int, stride: int = 1) -> L.Convolution2D:
@@ -37,8 +120,9 @@ def conv1x1(in_ch: int, out_ch: int, stride: int = 1) -> L.Convolution2D:
 
 
 def bn(channels: int) -> L.BatchNormalization:
-    """Batch normalization with Torch's eps and decay."""
-    return L.BatchNormalization(channels, eps=1e-5, decay=0.9)
+    """Batch normalization with Torch's eps and decay, scale initialised by the current scheme."""
+    gamma = UnitUniform() if _scheme.bn_gamma == "uniform" else None
+    return L.BatchNormalization(channels, eps=1e-5, decay=0.9, initial_gamma=gamma)
 
 
 def zero_pad_shortcut(x: chainer.Variable, out_ch: int, stride: int) -> chainer.Variable:
@@ -146,11 +230,52 @@ def stochastic_depth(
 
     The draw decides host-side control flow, so it comes from ``numpy.random`` (seeded by
     ``chainer_nets.train --seed``) whether the arrays live on NumPy or CuPy: this avoids a
-    device-to-host synchronisation per block.
+    device-to-host synchronisation per block. Models draw on the host only through
+    :func:`host_uniform` and :func:`host_randint`.
     """
     if chainer.config.train:
-        if survival < 1.0 and numpy.random.random_sample() >= survival:
+        if survival < 1.0 and host_uniform() >= survival:
             return None
         return branch()
     h = branch()
     return h if survival == 1.0 else h * survival
+
+
+def host_uniform(size: int | None = None) -> float | numpy.ndarray:
+    """U(0, 1) draws on the host from ``numpy.random`` (one float, or an array of ``size``): for
+    decisions that steer control flow, which need no device access."""
+    if size is None:
+        return float(numpy.random.random_sample())
+    return numpy.random.random_sample(size)
+
+
+def host_randint(high: int) -> int:
+    """One integer in ``[0, high)`` on the host from ``numpy.random`` (control flow only)."""
+    return int(numpy.random.randint(high))
+
+
+def bernoulli_mask(like: chainer.Variable, p: float) -> chainer.types.NdArray:
+    """A 0/1 mask of ``like``'s shape and dtype, 1 with probability ``p`` per entry, drawn with
+    ``like``'s array module (on the device for CuPy arrays, in single precision there)."""
+    xp = chainer.backend.get_array_module(like)
+    if xp is numpy:
+        u = numpy.random.random_sample(like.shape)  # the seeded global stream of the CPU runs
+    else:
+        u = xp.random.random_sample(like.shape, dtype=numpy.float32)
+    return (u < p).astype(like.dtype)
+
+
+class StagedNetwork(chainer.Chain):
+    """A stem, a chain of blocks (``self.blocks``) and a head (``self.head``): the outline of
+    every single-stream CIFAR residual network here; subclasses define :meth:`stem`."""
+
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """The layers before the first block."""
+        raise NotImplementedError
+
+    def forward(self, x: chainer.Variable) -> chainer.Variable:
+        """Class scores (logits) for a batch of 3x32x32 images: head(blocks(stem(x)))."""
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)

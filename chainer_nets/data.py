@@ -92,7 +92,7 @@ def _checked(a: dict[str, np.ndarray], source: str) -> Cifar10:
                 f"expected {shape} uint8. {_HOW_TO_FIX}"
             )
     for key, n in (("train_y", 50000), ("test_y", 10000)):
-        if a[key].shape != (n,) or a[key].max() > 9:
+        if a[key].shape != (n,) or a[key].min() < 0 or a[key].max() > 9:
             raise DataError(f"{source}: {key} is not {n} labels in 0..9. {_HOW_TO_FIX}")
     return Cifar10(
         train_x=a["train_x"].reshape(-1, 3, 32, 32),
@@ -186,12 +186,20 @@ class SeededOrderSampler:
         return np.random.default_rng([self.seed, key]).permutation(n)
 
 
+#: How the border of a padded crop is filled: ``"mean"`` normalises first and pads with zeros,
+#: so the border is the mean colour (fb.resnet.torch ``datasets/cifar10.lua`` then
+#: ``transforms.lua`` RandomCrop; the stochastic-depth code's ``cifar-dataset.lua``);
+#: ``"constant"`` pads the raw image with 0, a black border (about -2 std after
+#: normalisation); ``"reflect"`` mirrors the image at its edge.
+PAD_MODES = ("mean", "constant", "reflect")
+
+
 class AugmentConverter:
     """Batch converter: uint8 images -> normalised float arrays on the device, augmented if asked.
 
-    Training augmentation (pad-``pad`` random crop with zero or reflection
-    padding, horizontal flip) is done per batch with the device's array
-    module, so it runs on the GPU when the model does.
+    Training augmentation (pad-``pad`` random crop with a mean-colour, black or
+    reflected border, see :data:`PAD_MODES`; horizontal flip) is done per batch
+    with the device's array module, so it runs on the GPU when the model does.
     """
 
     def __init__(
@@ -206,13 +214,14 @@ class AugmentConverter:
         seed: int = 0,
         dtype: np.dtype | str = np.float32,
     ) -> None:
-        if pad_mode not in ("constant", "reflect"):
-            raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {pad_mode!r}")
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
         self.mean = np.asarray(mean, np.float32).reshape(1, -1, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(1, -1, 1, 1)
         self.augment, self.pad, self.pad_mode, self.flip = augment, pad, pad_mode, flip
         self.dtype = np.dtype(dtype)
         self.rng = np.random.Generator(np.random.PCG64(seed))
+        self._device_constants: dict[str, tuple] = {}  # mean and std sent once per device
 
     def __call__(self, batch: list, device=None) -> tuple:
         """Stack ``(image, label)`` pairs, send them to ``device``, augment and normalise."""
@@ -224,10 +233,22 @@ class AugmentConverter:
         device = chainer.get_device(device if device is not None else "@numpy")
         x, t = device.send(x), device.send(t)
         xp = device.xp
+        normalize_first = self.augment and self.pad_mode == "mean"
+        if normalize_first:  # zero padding of normalised images: a mean-colour border
+            x = self._normalize(x, device)
         if self.augment:
-            x = _crop_flip(x, device.send(offsets), device.send(flips), self.pad, self.pad_mode, xp)
-        x = (x.astype(np.float32) - device.send(self.mean)) / device.send(self.std)
+            mode = "constant" if normalize_first else self.pad_mode
+            x = _crop_flip(x, device.send(offsets), device.send(flips), self.pad, mode, xp)
+        if not normalize_first:
+            x = self._normalize(x, device)
         return x.astype(self.dtype, copy=False), t
+
+    def _normalize(self, x, device):
+        key = str(device)  # the constants go to the device once, not with every batch
+        if key not in self._device_constants:
+            self._device_constants[key] = (device.send(self.mean), device.send(self.std))
+        mean, std = self._device_constants[key]
+        return (x.astype(np.float32) - mean) / std
 
     def rng_state(self) -> str:
         """The generator's state as a JSON string (saved in snapshots)."""

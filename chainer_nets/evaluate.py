@@ -19,19 +19,35 @@ import chainer
 import numpy as np
 
 from chainer_nets import data as cdata
-from chainer_nets.registry import get_model_info
-from chainer_nets.train import CONFIG_FILE, MODEL_FILE, UsageError, _device, evaluate_arrays
+from chainer_nets.registry import UnknownModelError, get_model_info
+from chainer_nets.runfolder import MODEL_FILE, UsageError, read_config, resolve_device
+
+
+def evaluate_arrays(
+    net: chainer.Chain, x: np.ndarray, y: np.ndarray, conv, device, batch: int = 256
+) -> dict:
+    """Mean softmax cross-entropy and accuracy of ``net`` on uint8 images ``x``, labels ``y``."""
+    import chainer.functions as F
+
+    loss_sum, correct = 0.0, 0
+    with chainer.using_config("train", False), chainer.no_backprop_mode():
+        for i in range(0, len(x), batch):
+            xb, tb = conv(list(zip(x[i : i + batch], y[i : i + batch], strict=True)), device)
+            logits = net(xb)
+            loss_sum += float(F.softmax_cross_entropy(logits, tb, reduce="no").array.sum())
+            correct += int((logits.array.argmax(axis=1) == tb).sum())
+    return {"loss": loss_sum / len(x), "accuracy": correct / len(x)}
 
 
 def load_run_model(path: str | Path) -> tuple[chainer.Chain, dict]:
     """Build the run's model and load its final weights (or a snapshot's); return it and the config."""
     path = Path(path)
     run_dir = path if path.is_dir() else path.parent
-    cfg_file = run_dir / CONFIG_FILE
-    if not cfg_file.is_file():
-        raise UsageError(f"{cfg_file} not found: {path} is not a chainer_nets run")
-    config = json.loads(cfg_file.read_text())
-    info = get_model_info(config["config"]["model"])
+    config = read_config(run_dir)
+    try:
+        info = get_model_info(config["config"]["model"])
+    except UnknownModelError as e:
+        raise UsageError(f"{run_dir}: {e}") from e
     dtype = chainer.mixed16 if config["config"].get("dtype") == "mixed16" else np.float32
     with chainer.using_config("dtype", dtype):
         net = info.build()
@@ -50,7 +66,7 @@ def load_run_model(path: str | Path) -> tuple[chainer.Chain, dict]:
 
 def evaluate_run(path: str | Path, device: str = "@numpy", data_dir: str | None = None) -> dict:
     """Test-set loss and accuracy (%) of a run's model."""
-    dev = _device(device)
+    dev = resolve_device(device)
     net, config = load_run_model(path)
     net.to_device(dev)
     ds = cdata.load_cifar10(data_dir)

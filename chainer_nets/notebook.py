@@ -45,6 +45,7 @@ from chainer_nets.registry import (  # noqa: E402
     register_once,
 )
 from chainer_nets.results import md_table  # noqa: E402, F401  (re-exported for the cells)
+from chainer_nets.runfolder import CONFIG_FILE, LOG_FILE, MODEL_FILE, RESULT_FILE  # noqa: E402
 
 #: Sustained float32 training throughput assumed by :func:`gpu_hours` (TFLOP/s): a round figure
 #: for Chainer's im2col + cuBLAS path on one recent data-centre GPU, not a measurement.
@@ -493,7 +494,7 @@ def quick_train(
     """Train ``model`` on a CIFAR-10 subset with its recipe squeezed into ``epochs`` (into a
     temporary folder unless ``out``); return ``train``'s result dict plus the per-epoch ``log``
     (and the trained ``net`` with ``keep_model``). Plots the curves unless ``plot=False``."""
-    from chainer_nets.train import MODEL_FILE, TrainConfig, train
+    from chainer_nets.train import TrainConfig, train
 
     if chainer.get_device(device).xp is np:
         setup_cpu_fast()
@@ -515,8 +516,8 @@ def quick_train(
                 print_report=False,
             )
         )
-        result["log"] = json.loads((run_dir / "log").read_text())
-        result["batch_size"] = json.loads((run_dir / "config.json").read_text())["batch_size"]
+        result["log"] = json.loads((run_dir / LOG_FILE).read_text())
+        result["batch_size"] = json.loads((run_dir / CONFIG_FILE).read_text())["batch_size"]
         result["notebook_seconds"] = round(time.time() - t0, 1)
         if keep_model:
             net = get_model_info(model).build()
@@ -596,7 +597,7 @@ def full_train(model: str, device: str) -> dict:
 
     out = cresults.results_dir() / model
     cmd = cresults.train_command(model, device)
-    resume = (out / "config.json").is_file() and not (out / "result.json").is_file()
+    resume = (out / CONFIG_FILE).is_file() and not (out / RESULT_FILE).is_file()
     return train(
         TrainConfig(
             model=model,

@@ -40,9 +40,13 @@ def notebook_sources() -> list[Path]:
     return sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 
 
-def package_files() -> dict[str, str]:
+def package_files(source: Path | None = None) -> dict[str, str]:
     """SHA-256 (first 16 hex digits) of every ``.py`` and ``.toml`` file of the package, by
     path relative to the package; this module is left out (it does not change what a cell shows).
+
+    With a notebook ``source``, only the files its outputs can depend on: everything except the
+    model modules and recipes of other papers (see :func:`_unrelated_model_files`), so adding a
+    paper does not make every other notebook stale.
     """
     out = {}
     for p in sorted(PACKAGE.rglob("*")):
@@ -51,7 +55,59 @@ def package_files() -> dict[str, str]:
         if "__pycache__" in p.parts:
             continue
         out[p.relative_to(PACKAGE).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+    if source is not None:
+        for k in _unrelated_model_files(source, out):
+            del out[k]
     return out
+
+
+def _unrelated_model_files(source: Path, files: dict[str, str]) -> set[str]:
+    """Files under ``models/`` and ``recipes/`` that notebook ``source`` cannot depend on.
+
+    A notebook depends on the modules and recipes (with the recipes they extend) of its own
+    paper's models and of every registered model it names, and on the model modules those
+    modules take classes or functions from.
+    """
+    import importlib
+    import re
+    import tomllib
+
+    from chainer_nets.registry import list_models
+
+    number = int(source.name[:2]) if source.name[:2].isdigit() else -1
+    text = source.read_text(encoding="utf-8") if source.is_file() else ""
+    modules: set[str] = set()
+    recipe_names: set[str] = set()
+    for info in list_models():
+        if info.paper_no == number or re.search(rf"\b{re.escape(info.name)}\b", text):
+            modules.add(info.factory.__module__)
+            recipe_names.add(info.recipe)
+    todo = list(modules)
+    while todo:  # model modules that a used module takes blocks from
+        module = importlib.import_module(todo.pop())
+        for value in vars(module).values():
+            name = value.__name__ if isinstance(value, type(module)) else None
+            name = name or getattr(value, "__module__", None)
+            if name and name.startswith("chainer_nets.models.") and name not in modules:
+                modules.add(name)
+                todo.append(name)
+    modules |= {
+        f"chainer_nets.models.{m}" for m in re.findall(r"chainer_nets\.models\.(\w+)", text)
+    }
+    keep = {m.removeprefix("chainer_nets.").replace(".", "/") + ".py" for m in modules}
+    todo = list(recipe_names)
+    while todo:  # a recipe's `extends` chain
+        name = todo.pop()
+        keep.add(f"recipes/{name}.toml")
+        path = PACKAGE / "recipes" / f"{name}.toml"
+        parent = tomllib.loads(path.read_text(encoding="utf-8")).get("extends")
+        if parent and f"recipes/{parent}.toml" not in keep:
+            todo.append(parent)
+    return {
+        k
+        for k in files
+        if k.startswith(("models/", "recipes/")) and not k.endswith("__init__.py") and k not in keep
+    }
 
 
 def package_digest(files: dict[str, str] | None = None) -> str:
@@ -111,7 +167,7 @@ def render(source: Path) -> Path:
     import nbformat
 
     t0 = time.time()
-    files = package_files()
+    files = package_files(source)
     nb = execute(source)
     for cell in nb.cells:  # timestamps would make every render a diff
         cell.metadata.pop("execution", None)
@@ -156,7 +212,7 @@ def stale(source: Path) -> str | None:
     meta = nbformat.read(target, as_version=4).metadata.get(META_KEY, {})
     if "package_digest" not in meta:
         return f"{target.name} records no package digest (rendered by an older command)"
-    now = package_files()
+    now = package_files(source)
     if meta["package_digest"] == package_digest(now):
         return None
     then = meta.get("package_files", {})

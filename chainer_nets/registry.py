@@ -50,6 +50,41 @@ class ModelInfo:
         return self.factory(**{**self.kwargs, **overrides})
 
 
+@dataclass(frozen=True)
+class Paper:
+    """What every registered variant of one paper shares: its number, title, arXiv id, recipe."""
+
+    no: int
+    title: str
+    arxiv: str
+    recipe: str
+
+    def register(
+        self,
+        name: str,
+        factory: Callable[..., chainer.Chain],
+        *,
+        error: float | None = None,
+        **fields,
+    ) -> ModelInfo:
+        """Register one variant; ``error`` is the paper's CIFAR-10 test error in % (stored as
+        ``paper_accuracy = 100 - error``); other ``fields`` are :class:`ModelInfo`'s."""
+        if error is not None:
+            fields["paper_accuracy"] = round(100 - error, 2)
+        fields.setdefault("recipe", self.recipe)
+        fields.setdefault("paper_accuracy", None)
+        fields.setdefault("paper_params", None)
+        info = ModelInfo(
+            name=name,
+            factory=factory,
+            paper_no=self.no,
+            paper=self.title,
+            arxiv=self.arxiv,
+            **fields,
+        )
+        return register(info)
+
+
 _REGISTRY: dict[str, ModelInfo] = {}
 _loaded = False
 

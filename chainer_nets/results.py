@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chainer_nets.registry import get_model_info, list_models
+from chainer_nets.runfolder import CONFIG_FILE, LOG_FILE, RESULT_FILE
 
 RESULTS_ENV = "CHAINER_NETS_RESULTS"
 
@@ -89,7 +90,7 @@ def _json(path: Path, default):
 def load_run(path: str | os.PathLike) -> Run:
     """Read one run directory (missing files leave their fields empty)."""
     p = Path(path)
-    return Run(p, _json(p / "config.json", {}), _json(p / "result.json", {}), _json(p / "log", []))
+    return Run(p, _json(p / CONFIG_FILE, {}), _json(p / RESULT_FILE, {}), _json(p / LOG_FILE, []))
 
 
 def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
@@ -97,7 +98,7 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
     base = Path(root) if root is not None else results_dir()
     if not base.is_dir():
         return []
-    runs = [load_run(p.parent) for p in sorted(base.glob("**/result.json"))]
+    runs = [load_run(p.parent) for p in sorted(base.glob(f"**/{RESULT_FILE}"))]
     return [r for r in runs if r.finished]
 
 

@@ -101,3 +101,61 @@ def test_real_cifar10_split_subset_and_stats(cifar) -> None:
     assert not any(hash(row.tobytes()) in train_set for row in vx.reshape(len(vx), -1))
     sx, sy = cdata.take_subset(tx, ty, 1000)
     assert len(sx) == 1000 and len(set(sy.tolist())) == 10
+
+
+def _border_and_inside(pad_mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Crop of a constant image shifted fully into the corner: (border pixel, inside pixel)."""
+    mean, std = np.array([100.0, 50.0, 20.0]), np.array([2.0, 4.0, 5.0])
+    conv = cdata.AugmentConverter(mean, std, augment=True, pad=4, pad_mode=pad_mode, flip=False)
+    conv.rng = np.random.Generator(np.random.PCG64(0))
+    img = np.full((3, 32, 32), 120, np.uint8)
+    for _ in range(50):  # until a crop starts at row 0, column 0 (offset (0, 0))
+        state = conv.rng_state()
+        oy, ox = conv.rng.integers(0, 9, size=(1, 2))[0]
+        conv.set_rng_state(state)
+        x, _ = conv([(img, 0)])
+        if oy == 0 and ox == 0:
+            return x[0, :, 0, 0], x[0, :, 31, 31]
+    raise AssertionError("no crop at offset (0, 0) in 50 draws")
+
+
+def test_mean_padding_normalises_first_so_the_border_is_the_mean_colour() -> None:
+    """pad_mode "mean" (fb.resnet.torch, the stochastic-depth code): the border is 0 after
+    normalisation; "constant" pads the raw image with 0, so its border is -mean/std."""
+    border, inside = _border_and_inside("mean")
+    np.testing.assert_allclose(border, 0.0)
+    np.testing.assert_allclose(inside, (120 - np.array([100.0, 50.0, 20.0])) / [2, 4, 5])
+    black, inside_c = _border_and_inside("constant")
+    np.testing.assert_allclose(black, -np.array([100.0, 50.0, 20.0]) / [2, 4, 5])
+    np.testing.assert_allclose(inside_c, inside)
+
+
+def test_mean_padding_without_augmentation_only_normalises() -> None:
+    mean, std = np.array([10.0, 20.0, 30.0]), np.array([2.0, 2.0, 2.0])
+    img = np.full((3, 32, 32), 40, np.uint8)
+    conv = cdata.AugmentConverter(mean, std, augment=False, pad_mode="mean")
+    x, _ = conv([(img, 0)])
+    np.testing.assert_allclose(x[0, :, 5, 5], [15.0, 10.0, 5.0])
+
+
+def test_unknown_pad_mode_is_rejected() -> None:
+    with pytest.raises(ValueError, match="pad_mode must be one of"):
+        _conv(augment=True, pad_mode="edge")
+
+
+def test_recipes_follow_their_references_padding() -> None:
+    """fb.resnet.torch (ResNet, pre-act ResNet) and the stochastic-depth code zero-pad the
+    normalised images; the WRN recipe reflects. Every other padded recipe uses the mean colour
+    and lists how it fills the border among its departures."""
+    from chainer_nets.recipes import get_recipe, list_recipes
+
+    for name in ("resnet", "resnet_warmup", "preresnet", "stochastic_depth"):
+        assert get_recipe(name).augment.pad_mode == "mean", name
+    assert get_recipe("wrn").augment.pad_mode == "reflect"
+    for name in list_recipes():
+        recipe = get_recipe(name)
+        assert recipe.augment.pad_mode in cdata.PAD_MODES
+        if name in ("resnet", "resnet_warmup", "preresnet", "stochastic_depth", "wrn"):
+            continue
+        assert recipe.augment.pad_mode == "mean", name
+        assert any("border" in d for d in recipe.departures), name

@@ -133,3 +133,28 @@ def test_registered_model_output_shape(shape: tuple) -> None:
     model = HighwayFitNet(widths=(4, 6, 8), depths=(4, 5, 5), head_ch=10)
     with chainer.using_config("train", False):
         assert model(np.zeros(shape, np.float32)).shape == (2, 10)
+
+
+def test_initialisation_as_the_authors_ran_it() -> None:
+    """The fork's "xavier" is N(0, 2/fan-in) (H and T alike); the first conv's "gaussian" filler
+    sets ``value``, not ``std``, so its std is Caffe's default 1; the classifier has std 0.05."""
+    np.random.seed(0)
+    model = HighwayFitNet()
+    first = model.stages[0].plain.W.array  # 3 -> 32, 3x3
+    assert abs(first.std() - 1.0) < 0.05
+    for conv, fan_in in [
+        (model.stages[1].plain, 32 * 9),
+        (model.stages[2].layers[0].h, 128 * 9),
+        (model.stages[2].layers[0].t, 128 * 9),
+        (model.conv_head, 128),
+    ]:
+        std = np.sqrt(2 / fan_in)
+        assert abs(conv.W.array.std() - std) < 0.05 * std
+        assert abs(conv.W.array.std() - np.sqrt(1 / fan_in)) > 0.25 * std  # not LeCun
+    assert abs(model.fc.W.array.std() - 0.05) < 0.01
+
+
+def test_last_layer_has_ten_outputs_after_a_100_channel_1x1_conv() -> None:
+    """Commit 246c720 of the authors' repository set the last layer to 10 outputs."""
+    model = HighwayFitNet()
+    assert model.conv_head.W.shape[0] == 100 and model.fc.W.shape == (10, 100)

@@ -255,7 +255,7 @@ def test_stale_notebook_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     src = tmp_path / "99_x.py"
     src.write_text("# %%\nprint(1)\n")
     book = nbformat.v4.new_notebook()
-    files = render.package_files()
+    files = render.package_files(src)
     book.metadata[render.META_KEY] = {
         "package_digest": render.package_digest(files),
         "package_files": files,
@@ -263,9 +263,24 @@ def test_stale_notebook_is_flagged(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     nbformat.write(book, src.with_suffix(".ipynb"))
     assert render.stale(src) is None
     changed = dict(files, **{"notebook.py": "0" * 16})
-    monkeypatch.setattr(render, "package_files", lambda: changed)
+    monkeypatch.setattr(render, "package_files", lambda source=None: changed)
     msg = render.stale(src)
     assert msg and "older code" in msg and "notebook.py" in msg
+
+
+def test_digest_leaves_out_only_other_papers_model_files(tmp_path: Path) -> None:
+    """A notebook's digest covers the shared package, its paper's model module and recipe (and
+    what they build on, and models it names), not the model modules of unrelated papers."""
+    src = tmp_path / "14_x.py"
+    src.write_text("# %%\nmodel = 'resnet20'\n")
+    files = render.package_files(src)
+    everything = render.package_files()
+    assert "models/swapout.py" in files and "recipes/swapout.toml" in files
+    assert "models/wide_resnet.py" in files  # swapout's units build on WideBasic
+    assert "models/resnet.py" in files and "recipes/resnet.toml" in files  # named in a cell
+    assert "models/fractalnet.py" not in files and "recipes/fractalnet.toml" not in files
+    shared = {k for k in everything if not k.startswith(("models/", "recipes/"))}
+    assert shared <= set(files) and "train.py" in files and "blocks.py" in files
 
 
 def test_noise_level_is_the_binomial_standard_error() -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from chainer_nets.recipes import get_recipe, list_recipes
 from chainer_nets.registry import list_models
-from chainer_nets.train import lr_at
+from chainer_nets.schedule import lr_at
 
 
 def test_every_model_has_a_recipe_with_departures() -> None:

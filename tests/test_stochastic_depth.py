@@ -138,3 +138,22 @@ def test_dropped_block_gets_no_gradient() -> None:
     loss.backward()
     assert all(p.grad is None for p in net.blocks.params())
     assert net.conv1.W.grad is not None
+
+
+def test_official_code_initialisation() -> None:
+    """yueatsprograms/Stochastic_Depth: nninit.kaiming (fan-in, ReLU gain), BN scale U(0, 1)."""
+    from chainer_nets.blocks import TORCH_FAN_IN
+    from chainer_nets.models import stochastic_depth
+
+    assert stochastic_depth.INIT == TORCH_FAN_IN
+    np.random.seed(0)
+    model = StochasticDepthResNet(n=2, widths=(16, 64, 256))
+    w = model.blocks[4].conv1.W.array  # 64 -> 256, 3x3
+    assert abs(w.std() - np.sqrt(2 / (64 * 9))) < 0.03 * np.sqrt(2 / (64 * 9))
+    gammas = np.concatenate([b.bn1.gamma.array for b in model.blocks])
+    assert 0 <= gammas.min() and gammas.max() < 1
+
+
+def test_registry_says_how_the_target_was_selected() -> None:
+    description = get_model_info("sd_resnet110").description
+    assert "best validation" in description and "last iteration" in description

@@ -76,9 +76,11 @@ def test_stochastic_depth_follows_train_config_and_xp_random() -> None:
     assert linear_survival(4, 0.5) == [0.875, 0.75, 0.625, 0.5]
 
 
-def test_lambda_has_its_own_learning_rate_in_an_optimizer_step() -> None:
-    """After configure_optimizer, lambda moves by -LAMBDA_LR * grad while a conv weight moves by
-    -optimizer.lr * grad (the lr the schedule sets), on the first momentum-SGD step."""
+def test_lambda_rate_follows_the_schedule_in_an_optimizer_step() -> None:
+    """After configure_optimizer, lambda's rate is LAMBDA_LR / base times the optimizer's:
+    when the schedule halves the network's rate (0.1 -> 0.05) lambda's halves too, and on the
+    first momentum-SGD step lambda moves by -(LAMBDA_LR / 2) * grad, a conv weight by
+    -0.05 * grad."""
     model = WeightedResNet(n=1, widths=(4, 4, 4))
     for lam in model.residual_weights():
         lam.array[...] = 0.3
@@ -95,9 +97,48 @@ def test_lambda_has_its_own_learning_rate_in_an_optimizer_step() -> None:
     lam0, lam_g, w0, w_g = lam.array.copy(), lam.grad.copy(), w.array.copy(), w.grad.copy()
     assert abs(float(lam_g[0])) > 0
     opt.update()
-    np.testing.assert_allclose(lam.array, lam0 - LAMBDA_LR * lam_g, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(lam.array, lam0 - LAMBDA_LR / 2 * lam_g, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(w.array, w0 - 0.05 * w_g, rtol=1e-5, atol=1e-8)
-    assert lam.update_rule.hyperparam.lr == LAMBDA_LR and w.update_rule.hyperparam.lr == 0.05
+    assert lam.update_rule.hyperparam.lr == pytest.approx(LAMBDA_LR / 2)
+    assert w.update_rule.hyperparam.lr == 0.05
+
+
+def test_lambda_rate_is_divided_at_the_recipes_milestones() -> None:
+    """With the recipe (base lr 0.1), lambda's rate is 1e-3, 1e-4, 1e-5 as the network's
+    goes 0.1, 0.01, 0.001 (it was a fixed 1e-3 before)."""
+    from chainer_nets.recipes import get_recipe
+
+    recipe = get_recipe("weighted_residual")
+    model = WeightedResNet(n=1, widths=(4, 4, 4))
+    opt = chainer.optimizers.MomentumSGD(lr=recipe.lr)
+    opt.setup(model)
+    model.configure_optimizer(opt, recipe)
+    lam = model.blocks[0].lam
+    rates = []
+    for lr in (0.1, 0.01, 0.001):
+        opt.lr = lr
+        lam.grad = np.zeros((1,), np.float32)
+        lam.update()
+        rates.append(lam.update_rule.hyperparam.lr)
+    assert rates == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_the_shared_stochastic_depth_gate_is_used(monkeypatch) -> None:
+    """The block's gate is blocks.stochastic_depth (one host draw, no device read)."""
+    import chainer_nets.models.weighted_residual as wr
+
+    calls = []
+
+    def gate(branch, survival):
+        calls.append(survival)
+        return None
+
+    monkeypatch.setattr(wr, "stochastic_depth", gate)
+    block = WeightedResidualBlock(3, 3, survival=0.5)
+    x = _x((2, 3, 6, 6), 2)
+    with chainer.using_config("train", True):
+        np.testing.assert_array_equal(block(x).array, x)
+    assert calls == [0.5]
 
 
 def test_lambda_is_projected_into_minus_one_one() -> None:

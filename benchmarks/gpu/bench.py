@@ -56,7 +56,17 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 CHAINER_VARIANTS = ("float32", "tf32", "mixed16")
 TORCH_VARIANTS = ("amp", "fp32", "tf32")
 #: Math mode whose measured peak a variant is compared with.
-PEAK_KIND = {"fp32": "fp32", "float32": "fp32", "tf32": "tf32", "amp": "fp16", "mixed16": "fp16"}
+PEAK_KIND = {
+    "fp32": "fp32",
+    "float32": "fp32",
+    "tf32": "tf32",
+    "amp": "fp16",
+    "mixed16": "fp16",
+    "float32+cudnn": "fp32",
+    "mixed16+cudnn": "fp16",
+}
+#: Chainer variants that take chainer_nets.cudnn_path's convolutions (the frontend must import).
+CUDNN_SUFFIX = "+cudnn"
 LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 5e-4
 
 
@@ -132,7 +142,16 @@ def chainer_worker(args: argparse.Namespace) -> dict[str, Any]:
     device.use()
     xp = device.xp
     on_gpu = xp is not np
-    mixed = variant == "mixed16"
+    use_cudnn = variant.endswith(CUDNN_SUFFIX)
+    if use_cudnn:
+        from chainer_nets import cudnn_path
+
+        if not on_gpu:
+            return {"error": "the cuDNN path needs CuPy"}
+        if not cudnn_path.available():
+            return {"error": f"cuDNN frontend not importable: {cudnn_path.import_error()}"}
+        cudnn_path.install(default=True)
+    mixed = variant.removesuffix(CUDNN_SUFFIX) == "mixed16"
     dtype = chainer.mixed16 if mixed else np.float32
     np.random.seed(args.seed)
     if on_gpu:
@@ -188,6 +207,8 @@ def chainer_worker(args: argparse.Namespace) -> dict[str, Any]:
         step()  # the first warm-up step, with the FLOP counter on
     sync()
     sec, first = time_steps(step, sync, args.warmup - 1, args.repeats, args.steps)
+    if use_cudnn:
+        notes.append(f"{cudnn_path.calls()} convolutions on cuDNN, first step {first:.1f}s")
     result: dict[str, Any] = {
         "params": int(params),
         "fwd_flops_per_image": counter.flops // args.batch,
@@ -207,8 +228,8 @@ def chainer_worker(args: argparse.Namespace) -> dict[str, Any]:
         result["env"]["cudnn_in_chainer"] = bool(chainer.backends.cuda.cudnn_enabled)
         n = args.gemm_n
         gdt = np.float16 if mixed else np.float32
-        a = cupy.ones((n, n), dtype=gdt)
-        b = cupy.ones((n, n), dtype=gdt)
+        a = cupy.random.standard_normal((n, n), dtype=np.float32).astype(gdt)
+        b = cupy.random.standard_normal((n, n), dtype=np.float32).astype(gdt)
         gemm_s, _ = time_steps(lambda: cupy.matmul(a, b), sync, 2, 5, 3)
         result["cupy_gemm_tflops"] = 2 * n**3 / gemm_s / 1e12
     else:
@@ -222,6 +243,8 @@ def run_chainer_variant(
     """Run :func:`chainer_worker` in a fresh interpreter with CUPY_TF32 set for ``variant``."""
     env = os.environ.copy()
     env["CUPY_TF32"] = "1" if variant == "tf32" else "0"
+    if variant == "float32" + CUDNN_SUFFIX:
+        env["NVIDIA_TF32_OVERRIDE"] = "0"  # cuDNN would use TF32 for float32 by default
     env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH", "")) if p)
     cmd = [
         sys.executable,
@@ -318,6 +341,26 @@ def torch_variant(
     return sec, first, notes
 
 
+def _cupy_gpu() -> bool:
+    """Whether CuPy sees a GPU (used when PyTorch is absent)."""
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:
+        return False
+
+
+def measure_peaks_numpy(n: int) -> dict[str, float]:
+    """Measured float32 matmul TFLOP/s of NumPy on the CPU (when PyTorch is absent)."""
+    import numpy as np
+
+    a = np.random.standard_normal((n, n)).astype(np.float32)
+    b = np.random.standard_normal((n, n)).astype(np.float32)
+    sec, _ = time_steps(lambda: a @ b, lambda: None, 1, 3, 2)
+    return {"fp32": 2 * n**3 / sec / 1e12}
+
+
 def measure_peaks(torch: Any, device: str, n: int) -> dict[str, float]:
     """Measured matmul TFLOP/s on ``device``: fp32 (no TF32), TF32 and fp16 (bf16 on CPU)."""
     kinds = [("fp32", torch.float32, False)]
@@ -352,7 +395,7 @@ def render(rows: list[Row], info: dict[str, Any], peaks: dict[str, float], devic
     lines = [f"# Training-step throughput, {info.get('device_name', device)}", ""]
     lines += [f"- {k}: {v}" for k, v in info.items() if k not in ("models",)]
     lines.append(
-        "- measured matmul peak (TFLOP/s): " + ", ".join(f"{k} {v:.1f}" for k, v in peaks.items())
+        "- measured matmul peak (TFLOP/s): " + ", ".join(f"{k} {v:.3g}" for k, v in peaks.items())
     )
     lines += [
         "",
@@ -418,6 +461,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="tiny CPU-friendly smoke run")
     ap.add_argument("--out", help="folder for bench_<models>.{md,json}")
+    ap.add_argument("--name", help="file stem in --out instead of bench_<models>")
+    ap.add_argument(
+        "--no-torch",
+        action="store_true",
+        help="chainer_nets only (also when PyTorch is not installed; peaks from NumPy)",
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--variant", help=argparse.SUPPRESS)
     ap.add_argument("--chainer-device", default=None, help=argparse.SUPPRESS)
@@ -436,44 +485,64 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, HERE)
     import numpy as np
-    import torch
-    from torch_models import BENCH_MODELS, count_params, forward_flops, get_torch_model
+
+    torch: Any = None
+    if not a.no_torch:
+        try:
+            import torch
+        except ImportError:
+            a.no_torch = True
+            print("PyTorch is not installed: timing chainer_nets only", flush=True)
+    if torch is not None:
+        from torch_models import BENCH_MODELS, count_params, forward_flops, get_torch_model
+    else:
+        BENCH_MODELS = ("wrn28_10", "resnet110")
 
     t_start = time.monotonic()
     if a.device is None:
-        a.device = "cuda" if (not q or torch.cuda.is_available()) else "cpu"
-    if a.device == "cuda" and not torch.cuda.is_available():
+        gpu = torch.cuda.is_available() if torch is not None else _cupy_gpu()
+        a.device = "cuda" if (not q or gpu) else "cpu"
+    if a.device == "cuda" and torch is not None and not torch.cuda.is_available():
         print("error: no CUDA device for PyTorch (use --quick or --device cpu)", file=sys.stderr)
         return 2
+    if a.no_torch:
+        a.torch_variants = []
     a.chainer_device = a.chainer_device or ("@cupy:0" if a.device == "cuda" else "@numpy")
     models = a.models or (["resnet20"] if q else list(BENCH_MODELS))
     compile_on = a.compile == "on" or (a.compile == "auto" and a.device == "cuda")
     budget = a.budget_s if a.budget_s is not None else float("inf")
-    torch.backends.cudnn.benchmark = True
+    if torch is not None:
+        torch.backends.cudnn.benchmark = True
 
     info: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "torch": torch.__version__,
+        "torch": torch.__version__ if torch is not None else "(not used)",
         "batch": a.batch,
         "timing": f"{a.warmup} warm-up steps, median of {a.repeats} runs x {a.steps} steps",
+        "torch.compile": "on" if compile_on else "off",
         "step": f"fwd + softmax CE + bwd + momentum SGD ({MOMENTUM}, wd {WEIGHT_DECAY})",
         "models": {},
     }
-    if a.device == "cuda":
+    if a.device == "cuda" and torch is not None:
         info["device_name"] = torch.cuda.get_device_name(0)
         info["cuda / cudnn (torch)"] = f"{torch.version.cuda} / {torch.backends.cudnn.version()}"
+    elif a.device == "cuda":
+        info["device_name"] = "GPU (PyTorch absent)"
     else:
-        info["device_name"] = (
-            f"CPU ({os.cpu_count()} cores, torch threads {torch.get_num_threads()})"
-        )
-    peaks = measure_peaks(torch, a.device, a.gemm_n)
+        threads = f", torch threads {torch.get_num_threads()}" if torch is not None else ""
+        info["device_name"] = f"CPU ({os.cpu_count()} cores{threads})"
+    if torch is not None:
+        peaks = measure_peaks(torch, a.device, a.gemm_n)
+    else:
+        peaks = measure_peaks_numpy(a.gemm_n) if a.device == "cpu" else {}
     print("peaks TFLOP/s:", {k: round(v, 2) for k, v in peaks.items()}, flush=True)
 
     rows: list[Row] = []
     tag = "_".join(models)
-    out_md = os.path.join(a.out, f"bench_{tag}.md") if a.out else None
+    stem = a.name or f"bench_{tag}"
+    out_md = os.path.join(a.out, f"{stem}.md") if a.out else None
 
     def emit(row: Row) -> None:
         rows.append(row)
@@ -492,13 +561,22 @@ def main(argv: list[str] | None = None) -> int:
 
     x, t = make_batch(a.batch, a.seed)
     for name in models:
-        tm = get_torch_model(name)
-        m_info = {"params": count_params(tm), "fwd_flops_per_image": forward_flops(tm)}
+        m_info: dict[str, Any] = {}
+        if torch is not None:
+            try:
+                tm = get_torch_model(name)
+            except Exception as e:  # no twin (yet) for this model
+                row = Row(name, "pytorch", "-")
+                row.notes.append(f"skipped: no PyTorch twin ({type(e).__name__}: {e})")
+                emit(row)
+                continue
+            m_info = {"params": count_params(tm), "fwd_flops_per_image": forward_flops(tm)}
+            del tm
         info["models"][name] = m_info
-        del tm
         plan: list[tuple[str, str, bool]] = [("pytorch", v, False) for v in a.torch_variants]
         plan += [("chainer", v, False) for v in a.chainer_variants]
-        plan += [("pytorch", v, True) for v in a.torch_variants]
+        if compile_on or a.compile == "auto":  # "off": no compiled rows at all
+            plan += [("pytorch", v, True) for v in a.torch_variants]
         # The float32 Chainer worker goes first: its parameter count is asserted right away.
         plan.sort(key=lambda p: (p[0] != "chainer" or p[1] != "float32",))
         for fw, variant, compiled in plan:
@@ -521,6 +599,9 @@ def main(argv: list[str] | None = None) -> int:
                 if "error" in res:
                     row.notes.append(res["error"])
                 else:
+                    if torch is None:  # counts from the Chainer side alone
+                        m_info.setdefault("params", res["params"])
+                        m_info.setdefault("fwd_flops_per_image", res["fwd_flops_per_image"])
                     if res["params"] != m_info["params"]:
                         raise SystemExit(
                             f"{name}: chainer_nets has {res['params']:,} parameters, "
@@ -550,7 +631,7 @@ def main(argv: list[str] | None = None) -> int:
                     if compiled:
                         torch._dynamo.reset()
             emit(row)
-        if compile_on:
+        if compile_on and torch is not None:
             torch._dynamo.reset()
 
     report = render(rows, info, peaks, a.device)

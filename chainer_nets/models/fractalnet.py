@@ -40,7 +40,8 @@ extracted from the trained fractal.
 Per block, dropout with rates 0, 0.1, 0.2, 0.3, 0.4 sits after each convolution, before the
 BN and ReLU (the order of the authors' generated Caffe prototxt). All random decisions of
 drop-path are host-side control flow, so they are drawn from ``numpy.random`` (seeded by
-``chainer_nets.train --seed``) for NumPy and CuPy arrays alike; dropout uses Chainer's own
+``chainer_nets.train --seed``; :func:`chainer_nets.blocks.host_uniform` and
+:func:`~chainer_nets.blocks.host_randint`) for NumPy and CuPy arrays alike; dropout uses Chainer's own
 generator. ``chainer.config.train`` switches everything.
 
 **Parameter count.** The paper's Table 1 prints 38.6M for the 20-layer network. Ours has
@@ -63,8 +64,8 @@ import chainer
 import chainer.functions as F
 import numpy
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import ClassifierHead, bn, conv3x3, host_randint, host_uniform
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.07648"
 PAPER = "FractalNet"
@@ -75,10 +76,9 @@ def local_keep_mask(n: int, p: float, rng: numpy.random.RandomState | None = Non
 
     If every input was dropped, one drawn uniformly is kept (the authors' Caffe rule).
     """
-    rng = numpy.random if rng is None else rng
-    keep = rng.random_sample(n) >= p
+    keep = (host_uniform(n) if rng is None else rng.random_sample(n)) >= p
     if not keep.any():
-        keep[rng.randint(n)] = True
+        keep[host_randint(n) if rng is None else rng.randint(n)] = True
     return keep
 
 
@@ -212,8 +212,8 @@ class FractalNet(chainer.Chain):
 
     def sample_plan(self) -> tuple[str, int | None]:
         """Draw one mini-batch's drop-path: ("global", column) or ("local", None)."""
-        if self.global_ratio > 0 and numpy.random.random_sample() < self.global_ratio:
-            return "global", int(numpy.random.randint(self.n_columns))
+        if self.global_ratio > 0 and host_uniform() < self.global_ratio:
+            return "global", host_randint(self.n_columns)
         return ("local", None) if self.local_drop > 0 else ("all", None)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
@@ -235,27 +235,21 @@ class FractalNet(chainer.Chain):
         return self.head(h)
 
 
-register(
-    ModelInfo(
-        name="fractalnet20",
-        factory=FractalNet,
-        kwargs={"n_columns": 3},
-        paper_no=16,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="fractalnet",
-        # Table 1, 20 layers with dropout and drop-path, C10+ (standard augmentation): 4.60% error.
-        # The 95.41 quoted in the 2016 list is the C10++ entry (4.59%). Not read in the PDF here;
-        # the PyTorch re-implementation khanrc/pt.fractalnet quotes the same table entries
-        # (third-party corroboration, see the notebook).
-        paper_accuracy=95.40,
-        paper_params="38.6",
-        params_mismatch=(
-            "33.7M (33,704,000 conv/linear weights) against the paper's 38.6M: the layout the "
-            "paper describes (widths 64-512, C=3, B=5) gives 33.7M however BN and biases are "
-            "counted. khanrc/pt.fractalnet reports the same gap (paper 38.6M, its faithful "
-            "layout 33.7M); the 38.6M is not read in the PDF itself (see the module docstring)"
-        ),
-        description="FractalNet B=5, C=3 (20 layers), local+global drop-path, dropout 0-0.4",
-    )
+Paper(16, PAPER, ARXIV, "fractalnet").register(
+    "fractalnet20",
+    FractalNet,
+    kwargs={"n_columns": 3},
+    # Table 1, 20 layers with dropout and drop-path, C10+ (standard augmentation): 4.60% error.
+    # The 95.41 quoted in the 2016 list is the C10++ entry (4.59%). Not read in the PDF here;
+    # the PyTorch re-implementation khanrc/pt.fractalnet quotes the same table entries
+    # (third-party corroboration, see the notebook).
+    paper_accuracy=95.40,
+    paper_params="38.6",
+    params_mismatch=(
+        "33.7M (33,704,000 conv/linear weights) against the paper's 38.6M: the layout the "
+        "paper describes (widths 64-512, C=3, B=5) gives 33.7M however BN and biases are "
+        "counted. khanrc/pt.fractalnet reports the same gap (paper 38.6M, its faithful "
+        "layout 33.7M); the 38.6M is not read in the PDF itself (see the module docstring)"
+    ),
+    description="FractalNet B=5, C=3 (20 layers), local+global drop-path, dropout 0-0.4",
 )

@@ -36,11 +36,19 @@ head                  conv1x1 128->100 + ReLU, 8x8 average pool, dropout 0.2,
 
 That is 3 + 14 + 2 = 19 weighted layers. Highway layers use :math:`H = \mathrm{ReLU}`
 and transform-gate bias :math:`-2`; every convolution has a bias and there is
-no batch normalization. Weights use Caffe's "xavier" filler (uniform with
-variance :math:`1/\text{fan-in}`, :class:`chainer.initializers.LeCunUniform`).
-The authors' file gives the last layer 100 outputs even for CIFAR-10 (90 of
-them never receive a label); we give it ``n_classes`` outputs. Counting every
-weight and bias, the network has 2,256,838 parameters: 2.3M as the paper says.
+no batch normalization. The last layer has 10 outputs (the file had 100 until commit
+246c720, "Minor fix in cifar-10 example", set it to 10); the 1x1 convolution before it has
+100.
+
+Initialisation, as the authors ran it: their Caffe fork redefines the
+"xavier" filler (``include/caffe/filler.hpp``: the uniform :math:`\sqrt{3/\text{fan-in}}`
+line is commented out) as a Gaussian with std :math:`\sqrt{2/\text{fan-in}}`, i.e. He-normal
+over the input fan, for every convolution and both halves (:math:`H`, :math:`T`) of every
+highway layer. The first convolution's filler is ``type: "gaussian"`` with ``value: 0.05``;
+Caffe's Gaussian filler reads ``std`` (default 1, ``caffe.proto``) and ignores ``value``, so
+those weights were drawn with std 1. The classifier is Gaussian with std 0.05, biases 0
+(transform gates -2). Counting every weight and bias, the network has 2,256,838 parameters:
+2.3M as the paper says.
 
 The 2016 Chainer reimplementation differs (BN-ReLU-conv everywhere, a deeper
 gate sub-network, zero-padded carry, 2.8M parameters); see the notebook.
@@ -53,7 +61,7 @@ import chainer.functions as F
 import chainer.links as L
 from chainer import initializers
 
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1507.06228"
 PAPER = "Training Very Deep Networks (Highway Networks)"
@@ -62,15 +70,29 @@ PAPER = "Training Very Deep Networks (Highway Networks)"
 GATE_BIAS = -2.0
 
 
-def _conv(in_ch: int, out_ch: int, ksize: int, bias: float = 0.0) -> L.Convolution2D:
-    """Convolution with bias, "same" padding and Caffe's xavier (LeCun uniform) init."""
+#: The authors' fork's "xavier": N(0, 2/fan-in), He-normal over the input fan.
+XAVIER_OF_THE_FORK = initializers.HeNormal(fan_option="fan_in")
+#: Std of the first convolution's weights: the Gaussian filler's default, ``value`` is ignored.
+FIRST_CONV_STD = 1.0
+#: Std of the classifier's Gaussian filler.
+FC_STD = 0.05
+
+
+def _conv(
+    in_ch: int,
+    out_ch: int,
+    ksize: int,
+    bias: float = 0.0,
+    init: chainer.Initializer = XAVIER_OF_THE_FORK,
+) -> L.Convolution2D:
+    """Convolution with bias and "same" padding, weights from the fork's "xavier" filler."""
     return L.Convolution2D(
         in_ch,
         out_ch,
         ksize,
         1,
         ksize // 2,
-        initialW=initializers.LeCunUniform(),
+        initialW=init,
         initial_bias=initializers.Constant(bias),
     )
 
@@ -103,10 +125,17 @@ class HighwayConv(chainer.Chain):
 class HighwayStage(chainer.Chain):
     """One resolution: a plain conv3x3 + ReLU that sets the width, then ``n`` highway layers."""
 
-    def __init__(self, in_ch: int, out_ch: int, n: int, gate_bias: float = GATE_BIAS) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        n: int,
+        gate_bias: float = GATE_BIAS,
+        plain_init: chainer.Initializer = XAVIER_OF_THE_FORK,
+    ) -> None:
         super().__init__()
         with self.init_scope():
-            self.plain = _conv(in_ch, out_ch, 3)
+            self.plain = _conv(in_ch, out_ch, 3, init=plain_init)
             self.layers = chainer.ChainList(*[HighwayConv(out_ch, 3, gate_bias) for _ in range(n)])
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
@@ -135,11 +164,13 @@ class HighwayFitNet(chainer.Chain):
             self.stages = chainer.ChainList()
             in_ch = 3
             for width, n in zip(widths, depths, strict=True):
-                self.stages.append(HighwayStage(in_ch, width, n, gate_bias))
+                # the first convolution: a Caffe "gaussian" filler without ``std``, so std 1
+                init = initializers.Normal(FIRST_CONV_STD) if in_ch == 3 else XAVIER_OF_THE_FORK
+                self.stages.append(HighwayStage(in_ch, width, n, gate_bias, init))
                 in_ch = width
             self.conv_head = _conv(in_ch, head_ch, 1)
             self.fc = L.Linear(
-                head_ch, n_classes, initialW=initializers.Normal(0.05), initial_bias=0
+                head_ch, n_classes, initialW=initializers.Normal(FC_STD), initial_bias=0
             )
 
     def _drop(self, h: chainer.Variable) -> chainer.Variable:
@@ -157,18 +188,11 @@ class HighwayFitNet(chainer.Chain):
         return self.fc(self._drop(h))
 
 
-register(
-    ModelInfo(
-        name="highway_fitnet19",
-        factory=HighwayFitNet,
-        kwargs={},
-        paper_no=7,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="highway",
-        paper_accuracy=92.46,
-        paper_params="2.3",
-        params_counting="all",
-        description="Highway B: 19-layer FitNet-style convolutional highway net (authors' Caffe layout)",
-    )
+Paper(7, PAPER, ARXIV, "highway").register(
+    "highway_fitnet19",
+    HighwayFitNet,
+    paper_accuracy=92.46,
+    paper_params="2.3",
+    params_counting="all",
+    description="Highway B: 19-layer FitNet-style convolutional highway net (authors' Caffe layout)",
 )

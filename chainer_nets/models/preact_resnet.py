@@ -21,6 +21,16 @@ width changes: there the first BN-ReLU is shared by both paths and the
 shortcut is a 1x1 projection with the stage's stride (as in the authors'
 code); all other shortcuts are identities. The stride sits on the first 1x1
 conv. The network ends in BN-ReLU, global average pooling and a linear layer.
+
+ResNet-110 follows fb.resnet.torch (``models/preresnet.lua``, the code the paper's
+CIFAR ResNet-110 baseline comes from): its CIFAR path never passes ``'first'``, so the first
+unit of *every* stage, the very first unit included, is a ``both_preact`` unit: BN-ReLU is
+applied once and *both* paths read it, the option-A shortcut (sub-sampling and zero channels)
+included. The other units' shortcuts read the raw input. Sharing changes no parameter count.
+The bottleneck networks (164, 1001) match KaimingHe/resnet-1k-layers, whose projection
+shortcuts read the shared pre-activation too. Initialisation: fb.resnet.torch's
+(:data:`chainer_nets.blocks.FB_RESNET_TORCH`: He-normal over the output fan, BN scale 1),
+which resnet-1k-layers keeps.
 """
 
 from __future__ import annotations
@@ -28,8 +38,16 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, bn, conv1x1, conv3x3, zero_pad_shortcut
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import (
+    PreActHead,
+    StagedNetwork,
+    bn,
+    conv1x1,
+    conv3x3,
+    stage_plan,
+    zero_pad_shortcut,
+)
+from chainer_nets.registry import Paper
 
 ARXIV = "1603.05027"
 PAPER = "Identity Mappings in Deep Residual Networks (pre-activation ResNet)"
@@ -39,12 +57,14 @@ class PreActBasic(chainer.Chain):
     r"""Pre-activation basic unit, :math:`\mathbf{x}_{l+1} = \mathbf{x}_l + \mathcal{F}(\mathbf{x}_l)`.
 
     Where the width grows the shortcut is the parameter-free option A of the
-    original ResNet-110 this network is compared against.
+    original ResNet-110 this network is compared against. With ``both_preact`` (the first
+    unit of a stage in fb.resnet.torch) the shortcut reads :math:`\mathrm{ReLU}(\mathrm{BN}(\mathbf{x}))`
+    instead of :math:`\mathbf{x}`.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, both_preact: bool = False) -> None:
         super().__init__()
-        self.out_ch, self.stride = out_ch, stride
+        self.out_ch, self.stride, self.both_preact = out_ch, stride, both_preact
         with self.init_scope():
             self.bn1 = bn(in_ch)
             self.conv1 = conv3x3(in_ch, out_ch, stride)
@@ -53,9 +73,9 @@ class PreActBasic(chainer.Chain):
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         r""":math:`\mathbf{x} + W_2 * \mathrm{ReLU}(\mathrm{BN}(W_1 * \mathrm{ReLU}(\mathrm{BN}(\mathbf{x}))))`."""
-        h = self.conv1(F.relu(self.bn1(x)))
-        h = self.conv2(F.relu(self.bn2(h)))
-        return h + zero_pad_shortcut(x, self.out_ch, self.stride)
+        a = F.relu(self.bn1(x))
+        h = self.conv2(F.relu(self.bn2(self.conv1(a))))
+        return h + zero_pad_shortcut(a if self.both_preact else x, self.out_ch, self.stride)
 
 
 class PreActBottleneck(chainer.Chain):
@@ -86,57 +106,45 @@ class PreActBottleneck(chainer.Chain):
         return h + (self.shortcut(a) if self.project else x)
 
 
-class PreActResNetCifar(chainer.Chain):
+class PreActResNetCifar(StagedNetwork):
     """Pre-activation ResNet for CIFAR: conv3x3(16), three stages, BN-ReLU-GAP-FC."""
 
     def __init__(self, depth: int, bottleneck: bool, n_classes: int = 10) -> None:
         super().__init__()
-        if bottleneck:
-            n, unit, widths = (depth - 2) // 9, PreActBottleneck, (16, 32, 64)
-        else:
-            n, unit, widths = (depth - 2) // 6, PreActBasic, (16, 32, 64)
+        widths = (16, 32, 64)
+        n = (depth - 2) // (9 if bottleneck else 6)
+        expansion = PreActBottleneck.expansion if bottleneck else 1
         with self.init_scope():
             self.conv1 = conv3x3(3, 16)
             self.blocks = chainer.ChainList()
-            in_ch = 16
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    self.blocks.append(unit(in_ch, width, stride))
-                    in_ch = width * (PreActBottleneck.expansion if bottleneck else 1)
-            self.head = PreActHead(in_ch, n_classes)
+            for b in stage_plan(16, widths, n, expansion):
+                if bottleneck:
+                    self.blocks.append(PreActBottleneck(b.in_ch, b.out_ch, b.stride))
+                else:  # fb.resnet.torch: the first unit of every stage is 'both_preact'
+                    self.blocks.append(PreActBasic(b.in_ch, b.out_ch, b.stride, b.index == 0))
+            self.head = PreActHead(widths[-1] * expansion, n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
 
 
 # name, depth, bottleneck, paper's test error %, paper's parameter count (M): Table 3 / Table 4.
+_PAPER = Paper(11, PAPER, ARXIV, "preresnet")
 for _name, _depth, _bottleneck, _err, _params in [
     ("preresnet110", 110, False, 6.37, "1.7"),
     ("preresnet164", 164, True, 5.46, "1.7"),
     ("preresnet1001", 1001, True, 4.92, "10.2"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=PreActResNetCifar,
-            kwargs={"depth": _depth, "bottleneck": _bottleneck},
-            paper_no=11,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="preresnet",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            # 10.2M for ResNet-1001 is the count of conv/linear weights; with BN's
-            # scale and shift the same network has 10.33M parameters.
-            params_counting="weights",
-            description=(
-                f"pre-activation ResNet-{_depth}, "
-                + ("bottleneck units, projection shortcuts" if _bottleneck else "basic units")
-            ),
-        )
+    # 10.2M for ResNet-1001 is the count of conv/linear weights; with BN's scale and shift
+    # the same network has 10.33M parameters.
+    _PAPER.register(
+        _name,
+        PreActResNetCifar,
+        kwargs={"depth": _depth, "bottleneck": _bottleneck},
+        error=_err,
+        paper_params=_params,
+        params_counting="weights",
+        description=f"pre-activation ResNet-{_depth}, "
+        + ("bottleneck units, projection shortcuts" if _bottleneck else "basic units"),
     )

@@ -23,8 +23,15 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3, zero_pad_shortcut
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import (
+    ClassifierHead,
+    StagedNetwork,
+    bn,
+    conv3x3,
+    stage_plan,
+    zero_pad_shortcut,
+)
+from chainer_nets.registry import Paper
 
 ARXIV = "1512.03385"
 PAPER = "Deep Residual Learning (ResNet)"
@@ -52,7 +59,7 @@ class BasicBlock(chainer.Chain):
         return F.relu(self.residual(x) + zero_pad_shortcut(x, self.out_ch, self.stride))
 
 
-class ResNetCifar(chainer.Chain):
+class ResNetCifar(StagedNetwork):
     """The paper's CIFAR-10 ResNet with 6n+2 weighted layers."""
 
     def __init__(self, n: int, widths: tuple[int, int, int] = (16, 32, 64), n_classes: int = 10):
@@ -61,20 +68,13 @@ class ResNetCifar(chainer.Chain):
             self.conv1 = conv3x3(3, widths[0])
             self.bn1 = bn(widths[0])
             self.blocks = chainer.ChainList()
-            in_ch = widths[0]
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    self.blocks.append(BasicBlock(in_ch, width, stride))
-                    in_ch = width
-            self.head = ClassifierHead(in_ch, n_classes)
+            for b in stage_plan(widths[0], widths, n):
+                self.blocks.append(BasicBlock(b.in_ch, b.out_ch, b.stride))
+            self.head = ClassifierHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = F.relu(self.bn1(self.conv1(x)))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv3x3-BN-ReLU."""
+        return F.relu(self.bn1(self.conv1(x)))
 
 
 # (depth, paper's test error %, paper's parameter count in millions): Table 6.
@@ -87,18 +87,14 @@ _VARIANTS = [
     (1202, 7.93, "19.4"),
 ]
 
+_PAPER = Paper(8, PAPER, ARXIV, "resnet")
 for _depth, _err, _params in _VARIANTS:
-    register(
-        ModelInfo(
-            name=f"resnet{_depth}",
-            factory=ResNetCifar,
-            kwargs={"n": (_depth - 2) // 6},
-            paper_no=8,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="resnet_warmup" if _depth >= 110 else "resnet",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=f"ResNet-{_depth}, post-activation basic blocks, option-A shortcuts",
-        )
+    _PAPER.register(
+        f"resnet{_depth}",
+        ResNetCifar,
+        kwargs={"n": (_depth - 2) // 6},
+        recipe="resnet_warmup" if _depth >= 110 else "resnet",
+        error=_err,
+        paper_params=_params,
+        description=f"ResNet-{_depth}, post-activation basic blocks, option-A shortcuts",
     )

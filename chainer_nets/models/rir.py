@@ -37,6 +37,14 @@ Parameters: 9,462,048 convolution/linear weights (9.5M, the 2016 table's
 figure, which counts weights only); 9,469,930 with biases and BN. We could not
 read the paper's own table of parameter counts; from memory it may print a
 larger figure (about 10.3M), which this layout does not reach (see notebook).
+
+Classifier against the 2016 Chainer code (nutszebra/resnet_in_resnet): there the streams end
+in a conv1x1-BN-ReLU to the class count *before* global average pooling. We pool first and
+apply one linear layer to the concatenated streams, the classifier of the ResNet the paper
+generalises (its CIFAR networks end in global average pooling and a fully connected layer),
+since the paper's text could not be read here to settle it; the 2016 variant is not followed
+because it is a reimplementation's choice with no stated source. The stride placement and
+option-A shortcuts do follow the 2016 code (see above).
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3, zero_pad_shortcut
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import ClassifierHead, bn, conv3x3, stage_plan, zero_pad_shortcut
+from chainer_nets.registry import Paper
 
 ARXIV = "1603.08029"
 PAPER = "Resnet in Resnet (RiR)"
@@ -135,13 +143,9 @@ class ResNetInResNet(chainer.Chain):
         with self.init_scope():
             self.stem = Stem(widths[0])
             self.blocks = chainer.ChainList()
-            in_ch = widths[0]
-            for stage, (width, n) in enumerate(zip(widths, blocks, strict=True)):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    self.blocks.append(RiRBlock(in_ch, width, stride))
-                    in_ch = width
-            self.head = ClassifierHead(2 * in_ch, n_classes)
+            for b in stage_plan(widths[0], widths, blocks):
+                self.blocks.append(RiRBlock(b.in_ch, b.out_ch, b.stride))
+            self.head = ClassifierHead(2 * widths[-1], n_classes)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Class scores (logits) for a batch of 3x32x32 images."""
@@ -151,20 +155,13 @@ class ResNetInResNet(chainer.Chain):
         return self.head(F.concat((r, t), axis=1))
 
 
-register(
-    ModelInfo(
-        name="rir_wide18",
-        factory=ResNetInResNet,
-        kwargs={},
-        paper_no=12,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="rir",
-        paper_accuracy=94.99,
-        # The 2016 table's figure (weights only); the paper's own count could not be checked.
-        # 94.99 (5.01% error): the 2016 Chainer README and a third-party summary of the paper.
-        paper_params="9.5",
-        params_counting="weights",
-        description="18-layer + wide RiR: 8 RiR blocks of 2 dual-stream layers, 96/192/384 filters",
-    )
+Paper(12, PAPER, ARXIV, "rir").register(
+    "rir_wide18",
+    ResNetInResNet,
+    # 94.99 (5.01% error): the 2016 Chainer README and a third-party summary of the paper.
+    paper_accuracy=94.99,
+    # The 2016 table's figure (weights only); the paper's own count could not be checked.
+    paper_params="9.5",
+    params_counting="weights",
+    description="18-layer + wide RiR: 8 RiR blocks of 2 dual-stream layers, 96/192/384 filters",
 )

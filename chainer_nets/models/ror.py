@@ -41,6 +41,17 @@ shortcut of any level, no BN) already have 13,541,296 weights.
 
 Unverified against the paper text: BN after the middle/root 1x1 convolutions (it changes
 the count by 1,408, invisible at 0.1M), and that SD leaves the middle/root shortcuts alone.
+
+Heads and projections against the 2016 Chainer code (nutszebra/residual_networks_of_residual_networks,
+``resnet_of_resnet.py``), which differs in three places: its stem is BN-ReLU-conv3x3 straight
+to the first stage's width, its middle/root projections are pre-activation BN-ReLU-conv1x1,
+and its classifier is BN-ReLU-conv1x1 applied after global pooling. We keep the WRN-58-4 of
+:mod:`~chainer_nets.models.wide_resnet` untouched (16-filter conv stem, final BN-ReLU,
+pooling, linear layer), because the paper presents RoR-3-WRN as WRN with two extra shortcut
+levels, and we make the extra shortcuts type-B projections as fb.resnet.torch builds them
+(``models/resnet.lua``: conv1x1 then BN). The paper's text, which would settle both, could not
+be read here; these are our choices, not the reference's. Initialisation: the package default
+(:data:`chainer_nets.blocks.FB_RESNET_TORCH`); no authors' code was available to follow.
 """
 
 from __future__ import annotations
@@ -54,10 +65,11 @@ from chainer_nets.blocks import (
     conv1x1,
     conv3x3,
     linear_decay_survival,
+    stage_plan,
     stochastic_depth,
 )
 from chainer_nets.models.wide_resnet import WideBasic
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1608.02908"
 PAPER = "Residual Networks of Residual Networks (RoR)"
@@ -113,19 +125,14 @@ class RoRWideResNet(chainer.Chain):
             self.conv1 = conv3x3(3, stem)
             self.stages = chainer.ChainList()
             self.middle = chainer.ChainList()
-            in_ch, index = stem, 0
-            for s, width in enumerate(widths):
-                stride = 1 if s == 0 else 2
-                blocks, stage_in = chainer.ChainList(), in_ch
-                for i in range(n):
-                    index += 1
-                    p = linear_decay_survival(index, 3 * n, p_last)
-                    blocks.append(RoRBlock(in_ch, width, stride if i == 0 else 1, p))
-                    in_ch = width
-                self.stages.append(blocks)
-                self.middle.append(Projection(stage_in, width, stride))
+            for index, b in enumerate(stage_plan(stem, widths, n), start=1):
+                if b.index == 0:  # a new stage, with its middle-level shortcut
+                    self.stages.append(chainer.ChainList())
+                    self.middle.append(Projection(b.in_ch, b.out_ch, b.stride))
+                p = linear_decay_survival(index, 3 * n, p_last)
+                self.stages[b.stage].append(RoRBlock(b.in_ch, b.out_ch, b.stride, p))
             self.root = Projection(stem, widths[-1], 4)
-            self.head = PreActHead(in_ch, n_classes)
+            self.head = PreActHead(widths[-1], n_classes)
 
     @property
     def survival(self) -> list[float]:
@@ -146,20 +153,14 @@ class RoRWideResNet(chainer.Chain):
         return self.head(h)
 
 
-register(
-    ModelInfo(
-        name="ror3_wrn58_4_sd",
-        factory=RoRWideResNet,
-        kwargs={"depth": 58, "widen": 4, "p_last": 0.5},
-        paper_no=18,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="ror",
-        paper_accuracy=round(100 - 3.77, 2),
-        # The paper's table was not readable; the 2016 table says 13.6, and a third-party note on
-        # the paper says 13.3 (not adopted: unconfirmed, and below the 13.54M weights of the 3x3
-        # convolutions and classifier alone, so no choice of shortcuts could give it).
-        paper_params=None,
-        description="RoR-3-WRN58-4+SD: root, middle and block shortcuts, SD to p_L = 0.5",
-    )
+Paper(18, PAPER, ARXIV, "ror").register(
+    "ror3_wrn58_4_sd",
+    RoRWideResNet,
+    kwargs={"depth": 58, "widen": 4, "p_last": 0.5},
+    error=3.77,
+    # The paper's table was not readable; the 2016 table says 13.6, and a third-party note on
+    # the paper says 13.3 (not adopted: unconfirmed, and below the 13.54M weights of the 3x3
+    # convolutions and classifier alone, so no choice of shortcuts could give it).
+    paper_params=None,
+    description="RoR-3-WRN58-4+SD: root, middle and block shortcuts, SD to p_L = 0.5",
 )

@@ -48,9 +48,9 @@ import math
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, conv3x3
+from chainer_nets.blocks import PreActHead, StagedNetwork, bernoulli_mask, conv3x3, stage_plan
 from chainer_nets.models.wide_resnet import WideBasic
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.06465"
 PAPER = "Swapout: Learning an ensemble of deep architectures"
@@ -71,11 +71,8 @@ def swapout(
     x, fx = chainer.as_variable(x), chainer.as_variable(fx)
     if not _sampling():
         return theta1 * x + theta2 * fx
-    xp = chainer.backend.get_array_module(fx)
-    shape = fx.shape
-    m1 = (xp.random.random_sample(shape) < theta1).astype(fx.dtype)
-    m2 = (xp.random.random_sample(shape) < theta2).astype(fx.dtype)
-    return x * m1 + fx * m2
+    # drawn on the arrays' device, in single precision on CuPy
+    return x * bernoulli_mask(fx, theta1) + fx * bernoulli_mask(fx, theta2)
 
 
 def linear_schedule(index: int, total: int, start: float = 1.0, end: float = 0.5) -> float:
@@ -102,7 +99,7 @@ class SwapoutUnit(WideBasic):
         return swapout(self.skip(x, a), self.residual(a), self.theta1, self.theta2)
 
 
-class SwapoutResNet(chainer.Chain):
+class SwapoutResNet(StagedNetwork):
     """Swapout v2(6n+2) W×k: pre-activation basic units with the Linear(start, end) schedule."""
 
     def __init__(
@@ -123,26 +120,21 @@ class SwapoutResNet(chainer.Chain):
         self.inference, self.samples = inference, samples
         n = (depth - 2) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
-        total = 3 * n
         with self.init_scope():
             self.conv1 = conv3x3(3, widths[0])
             self.blocks = chainer.ChainList()
-            in_ch, index = widths[0], 0
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    index += 1
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    theta = linear_schedule(index, total, start, end)
-                    self.blocks.append(SwapoutUnit(in_ch, width, stride, theta, theta))
-                    in_ch = width
-            self.head = PreActHead(in_ch, n_classes)
+            for index, b in enumerate(stage_plan(widths[0], widths, n), start=1):
+                theta = linear_schedule(index, 3 * n, start, end)
+                self.blocks.append(SwapoutUnit(b.in_ch, b.out_ch, b.stride, theta, theta))
+            self.head = PreActHead(widths[-1], n_classes)
+
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
 
     def logits(self, x: chainer.Variable) -> chainer.Variable:
         """One pass: masks sampled in training (or while sampling), expectations otherwise."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+        return StagedNetwork.forward(self, x)
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
         """Logits in training and deterministic inference; log of the mean softmax of
@@ -158,21 +150,16 @@ class SwapoutResNet(chainer.Chain):
 
 
 # name, depth, k, paper's CIFAR-10 error % (Table 2), paper's params (M) where we have it.
+_PAPER = Paper(14, PAPER, ARXIV, "swapout")
 for _name, _depth, _k, _err, _params in [
     ("swapout_v2_20_w4", 20, 4, 5.09, None),
     ("swapout_v2_32_w4", 32, 4, 4.76, "7.43"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=SwapoutResNet,
-            kwargs={"depth": _depth, "widen": _k},
-            paper_no=14,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="swapout",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=f"Swapout v2({_depth}) Wx{_k}, Linear(1, 0.5), stochastic inference (30)",
-        )
+    _PAPER.register(
+        _name,
+        SwapoutResNet,
+        description=f"Swapout v2({_depth}) Wx{_k}, Linear(1, 0.5), stochastic inference (30)",
+        kwargs={"depth": _depth, "widen": _k},
+        error=_err,
+        paper_params=_params,
     )

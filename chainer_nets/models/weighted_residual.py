@@ -20,6 +20,16 @@ with their own, smaller learning rate and projected back into :math:`[-1, 1]`
 after every step ("projected SGD"). :meth:`WeightedResNet.configure_optimizer`
 sets both up.
 
+:math:`\lambda`'s rate: 1e-3 while the network's is 0.1, i.e. 1/100 of it, and it follows
+the network's schedule (divided by 10 at the same milestones: 1e-3, 1e-4, 1e-5). The paper's
+text could not be read here. The 2016 Chainer code (nutszebra/weighted_residual_net,
+``nutszebra_optimizer.py``, ``OptimizerWeightedRes``) gives :math:`\lambda` its own
+optimizer at 1e-3 and, at each milestone, means to set every optimizer's rate, :math:`\lambda`'s
+included, to the network's rate divided by 10; as written it reads ``self.optimizer.lr`` of an
+object whose ``optimizer`` is ``None``, so it cannot pass the first milestone, and had it
+worked it would have *raised* :math:`\lambda`'s rate to the network's. We keep the ratio of
+its starting rates for the whole run, which is what dividing both by 10 would give.
+
 CIFAR-10 network: as ResNet (a 3x3 conv with 16 filters + BN-ReLU, three
 stages of :math:`n` blocks at 16, 32, 64 filters, global average pooling, a
 linear layer), with depth :math:`6n + 4` counted as in the 2016 Chainer code
@@ -38,13 +48,23 @@ import chainer
 import chainer.functions as F
 from chainer import initializers
 
-from chainer_nets.blocks import ClassifierHead, bn, conv3x3, zero_pad_shortcut
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import (
+    ClassifierHead,
+    StagedNetwork,
+    bn,
+    conv3x3,
+    linear_decay_survival,
+    stage_plan,
+    stochastic_depth,
+    zero_pad_shortcut,
+)
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.08831"
 PAPER = "Weighted Residuals for Very Deep Networks (WResNet)"
 
-#: Fixed learning rate of every residual weight lambda (the convolutions use the recipe's schedule).
+#: Learning rate of every residual weight lambda while the network's is the recipe's base rate;
+#: it follows the network's schedule in proportion (1/100 of it at the recipe's 0.1).
 LAMBDA_LR = 0.001
 #: lambda is projected into [-LAMBDA_BOUND, LAMBDA_BOUND] after every update.
 LAMBDA_BOUND = 1.0
@@ -63,6 +83,21 @@ class ProjectToInterval:
         """Project ``param`` in place."""
         xp = chainer.backend.get_array_module(param.array)
         xp.clip(param.array, self.low, self.high, out=param.array)
+
+
+class ScaledLearningRate:
+    """Update-rule hook (run before the update): this parameter's rate is ``ratio`` times the
+    optimizer's current rate, so the schedule divides it along with everyone else's."""
+
+    name = "ScaledLearningRate"
+    timing = "pre"
+
+    def __init__(self, optimizer: chainer.Optimizer, ratio: float) -> None:
+        self.optimizer, self.ratio = optimizer, ratio
+
+    def __call__(self, rule: chainer.UpdateRule, param: chainer.Parameter) -> None:
+        """Set the rule's rate from the optimizer's (a host-side float, no device access)."""
+        rule.hyperparam.lr = self.ratio * self.optimizer.lr
 
 
 class WeightedResidualBlock(chainer.Chain):
@@ -87,30 +122,25 @@ class WeightedResidualBlock(chainer.Chain):
         h = F.relu(self.bn1(self.conv1(x)))
         return F.relu(self.bn2(self.conv2(h)))
 
+    def weighted_residual(self, x: chainer.Variable) -> chainer.Variable:
+        r""":math:`\lambda_l\,\mathcal{F}(\mathbf{x})`."""
+        h = self.residual(x)
+        return F.broadcast_to(F.reshape(self.lam, (1, 1, 1, 1)), h.shape) * h
+
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Shortcut plus lambda times the residual (no ReLU after the addition)."""
+        """Shortcut plus lambda times the (gated) residual (no ReLU after the addition)."""
         x = chainer.as_variable(x)
         shortcut = zero_pad_shortcut(x, self.out_ch, self.stride)
-        if self.survival < 1.0:
-            if chainer.config.train:
-                xp = chainer.backend.get_array_module(x)
-                if float(xp.random.rand()) >= self.survival:
-                    return shortcut  # the block is dropped for this mini-batch
-                scale = 1.0
-            else:
-                scale = self.survival  # expected contribution
-        else:
-            scale = 1.0
-        h = F.broadcast_to(F.reshape(self.lam, (1, 1, 1, 1)), shortcut.shape) * self.residual(x)
-        return shortcut + (h * scale if scale != 1.0 else h)
+        h = stochastic_depth(lambda: self.weighted_residual(x), self.survival)
+        return shortcut if h is None else shortcut + h
 
 
 def linear_survival(n_blocks: int, p_last: float) -> list[float]:
     """Survival probability of blocks 1..L decaying linearly from 1 to ``p_last``."""
-    return [1.0 - (i / n_blocks) * (1.0 - p_last) for i in range(1, n_blocks + 1)]
+    return [linear_decay_survival(i, n_blocks, p_last) for i in range(1, n_blocks + 1)]
 
 
-class WeightedResNet(chainer.Chain):
+class WeightedResNet(StagedNetwork):
     """WResNet for CIFAR: conv3x3(16)-BN-ReLU, three stages of weighted residual blocks, GAP, FC."""
 
     def __init__(
@@ -128,52 +158,41 @@ class WeightedResNet(chainer.Chain):
             self.conv1 = conv3x3(3, widths[0])
             self.bn1 = bn(widths[0])
             self.blocks = chainer.ChainList()
-            in_ch = widths[0]
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    p = survival[stage * n + i]
-                    self.blocks.append(WeightedResidualBlock(in_ch, width, stride, p))
-                    in_ch = width
-            self.head = ClassifierHead(in_ch, n_classes)
+            for b, p in zip(stage_plan(widths[0], widths, n), survival, strict=True):
+                self.blocks.append(WeightedResidualBlock(b.in_ch, b.out_ch, b.stride, p))
+            self.head = ClassifierHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = F.relu(self.bn1(self.conv1(x)))
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """conv3x3-BN-ReLU."""
+        return F.relu(self.bn1(self.conv1(x)))
 
     def residual_weights(self) -> list[chainer.Parameter]:
         """Every block's lambda."""
         return [block.lam for block in self.blocks]
 
     def configure_optimizer(self, optimizer: chainer.Optimizer, recipe: object = None) -> None:
-        """Give every lambda its own fixed learning rate and project it into [-1, 1] after each step.
+        """Give every lambda ``lambda_lr / base`` times the network's rate, and project it into
+        [-1, 1] after each step.
 
-        Called by the trainer after ``optimizer.setup(model)``. The learning-rate
-        schedule sets ``optimizer.lr``; a value set on a parameter's own update
-        rule overrides it, so lambda keeps ``lambda_lr`` while the rest follow
-        the schedule.
+        Called by the trainer after ``optimizer.setup(model)``; ``base`` is the recipe's ``lr``
+        (the optimizer's current rate without a recipe). The schedule changes
+        ``optimizer.lr``; before each update a hook sets lambda's rate from it, so lambda's
+        rate is divided at the same milestones (1e-3, 1e-4, 1e-5 with the recipe's 0.1).
         """
+        base = float(getattr(recipe, "lr", None) or optimizer.lr)
         for lam in self.residual_weights():
             lam.update_rule.hyperparam.lr = self.lambda_lr
+            lam.update_rule.add_hook(ScaledLearningRate(optimizer, self.lambda_lr / base))
             lam.update_rule.add_hook(ProjectToInterval(-LAMBDA_BOUND, LAMBDA_BOUND), timing="post")
 
 
-register(
-    ModelInfo(
-        name="wresnet_d1192",
-        factory=WeightedResNet,
-        kwargs={"n": (1192 - 4) // 6, "p_last": 0.5},
-        paper_no=17,
-        paper=PAPER,
-        arxiv=ARXIV,
-        recipe="weighted_residual",
-        paper_accuracy=95.3,
-        # The 2016 table's figure (weights only); the paper prints no parameter count we could check.
-        paper_params="19.1",
-        params_counting="weights",
-        description="WResNet-d 1192: weighted residual blocks (n=198), stochastic depth p_L=0.5",
-    )
+Paper(17, PAPER, ARXIV, "weighted_residual").register(
+    "wresnet_d1192",
+    WeightedResNet,
+    kwargs={"n": (1192 - 4) // 6, "p_last": 0.5},
+    paper_accuracy=95.3,
+    # The 2016 table's figure (weights only); the paper prints no parameter count we could check.
+    paper_params="19.1",
+    params_counting="weights",
+    description="WResNet-d 1192: weighted residual blocks (n=198), stochastic depth p_L=0.5",
 )

@@ -13,6 +13,18 @@ where :math:`s` is the identity, or a 1x1 convolution of the shared
 pre-activation where the width or resolution changes, and "drop" is dropout
 (p = 0.3) in the "-dropout" variants only. BN-ReLU, global average pooling and
 a linear layer finish the network.
+
+Initialisation follows the authors' Torch code (szagoruyko/wide-residual-networks,
+``models/utils.lua``): He-normal over the *input* fan since commit ea02518 ("fix MSRA init",
+2016-09-08; before it the output fan), and batch-normalization scales left at Torch's default
+``reset()``, uniform in [0, 1) (the code sets no BN init). :data:`INIT` states it.
+
+Reported errors (registry): the authors' README, "Test error (%, flip/translation
+augmentation, meanstd normalization, median of 5 runs)", lists WRN-28-10 at 4.00% and
+WRN-28-10-dropout at 3.89% on CIFAR-10 (before its November 2016 update, with ZCA whitening,
+4.17% and a dropout figure we did not use). It gives no CIFAR-10 figure for WRN-16-8 or
+WRN-40-4, and we could not read the paper's tables here, so those two carry no target
+accuracy; their parameter counts (11.0M, 8.9M) are what this layout gives.
 """
 
 from __future__ import annotations
@@ -20,11 +32,23 @@ from __future__ import annotations
 import chainer
 import chainer.functions as F
 
-from chainer_nets.blocks import PreActHead, bn, conv1x1, conv3x3
-from chainer_nets.registry import ModelInfo, register
+from chainer_nets.blocks import (
+    TORCH_FAN_IN,
+    PreActHead,
+    StagedNetwork,
+    bn,
+    conv1x1,
+    conv3x3,
+    init_scheme,
+    stage_plan,
+)
+from chainer_nets.registry import Paper
 
 ARXIV = "1605.07146"
 PAPER = "Wide Residual Networks (WRN)"
+
+#: Fan-in He-normal convolutions, U(0, 1) BN scales: the authors' Torch code (see above).
+INIT = TORCH_FAN_IN
 
 
 class WideBasic(chainer.Chain):
@@ -59,7 +83,7 @@ class WideBasic(chainer.Chain):
         return self.skip(x, a) + self.residual(a)
 
 
-class WideResNet(chainer.Chain):
+class WideResNet(StagedNetwork):
     """WRN-d-k for CIFAR."""
 
     def __init__(self, depth: int, widen: int, dropout: float = 0.0, n_classes: int = 10) -> None:
@@ -68,43 +92,37 @@ class WideResNet(chainer.Chain):
             raise ValueError(f"WRN depth must be 6n+4, got {depth}")
         n = (depth - 4) // 6
         widths = (16 * widen, 32 * widen, 64 * widen)
-        with self.init_scope():
+        with self.init_scope(), init_scheme(INIT):
             self.conv1 = conv3x3(3, 16)
             self.blocks = chainer.ChainList()
-            in_ch = 16
-            for stage, width in enumerate(widths):
-                for i in range(n):
-                    stride = 2 if stage > 0 and i == 0 else 1
-                    self.blocks.append(WideBasic(in_ch, width, stride, dropout))
-                    in_ch = width
-            self.head = PreActHead(in_ch, n_classes)
+            for b in stage_plan(16, widths, n):
+                self.blocks.append(WideBasic(b.in_ch, b.out_ch, b.stride, dropout))
+            self.head = PreActHead(widths[-1], n_classes)
 
-    def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Class scores (logits) for a batch of 3x32x32 images."""
-        h = self.conv1(x)
-        for block in self.blocks:
-            h = block(h)
-        return self.head(h)
+    def stem(self, x: chainer.Variable) -> chainer.Variable:
+        """One conv3x3 (the first unit pre-activates it)."""
+        return self.conv1(x)
 
 
-# name, depth, k, dropout, paper's CIFAR-10 error %, paper's parameter count (M): Tables 4-6.
+# name, depth, k, dropout, CIFAR-10 error % (authors' README, meanstd, median of 5 runs; None
+# where the README gives none), parameter count (M) of the layout.
+_PAPER = Paper(15, PAPER, ARXIV, "wrn")
 for _name, _depth, _k, _drop, _err, _params in [
-    ("wrn16_8", 16, 8, 0.0, 4.27, "11.0"),
-    ("wrn40_4", 40, 4, 0.0, 4.53, "8.9"),
+    ("wrn16_8", 16, 8, 0.0, None, "11.0"),
+    ("wrn40_4", 40, 4, 0.0, None, "8.9"),
     ("wrn28_10", 28, 10, 0.0, 4.00, "36.5"),
     ("wrn28_10_dropout", 28, 10, 0.3, 3.89, "36.5"),
 ]:
-    register(
-        ModelInfo(
-            name=_name,
-            factory=WideResNet,
-            kwargs={"depth": _depth, "widen": _k, "dropout": _drop},
-            paper_no=15,
-            paper=PAPER,
-            arxiv=ARXIV,
-            recipe="wrn",
-            paper_accuracy=round(100 - _err, 2),
-            paper_params=_params,
-            description=f"WRN-{_depth}-{_k}" + (f", dropout {_drop}" if _drop else ""),
-        )
+    _source = (
+        f"; {_err}% error: authors' README (meanstd, median of 5 runs)"
+        if _err is not None
+        else "; no CIFAR-10 error in the authors' README, none set"
+    )
+    _PAPER.register(
+        _name,
+        WideResNet,
+        kwargs={"depth": _depth, "widen": _k, "dropout": _drop},
+        error=_err,
+        paper_params=_params,
+        description=f"WRN-{_depth}-{_k}" + (f", dropout {_drop}" if _drop else "") + _source,
     )

@@ -20,7 +20,7 @@ class Augment:
     """Training-time augmentation: pad-and-crop, horizontal flip, normalisation."""
 
     pad: int = 4
-    pad_mode: str = "constant"  # "constant" (zeros) or "reflect"
+    pad_mode: str = "mean"  # "mean" (zero-pad after normalising), "constant" (black) or "reflect"
     flip: bool = True
     normalize: str = "meanstd"  # per-channel mean and std of the training images
 

@@ -1,0 +1,3 @@
+"""Stand-in for ``cupy.lib``."""
+
+from cupy.lib import stride_tricks  # noqa: F401

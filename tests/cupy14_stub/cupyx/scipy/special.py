@@ -1,0 +1,1 @@
+"""Stand-in for ``cupyx.scipy.special`` (imported by Chainer, not used on our path)."""
