@@ -205,7 +205,8 @@ assert all(c["agrees"] for c in checks), checks
 #
 # Section 4.2: SGD with momentum 0.9, weight decay $10^{-4}$, batch 128, learning rate 0.1
 # divided by 10 at 32k and 48k iterations, 64k iterations in all; 4-pixel padding, random
-# 32×32 crops and horizontal flips. ResNet-110 and -1202 start at 0.01 until the training
+# 32×32 crops and horizontal flips (the border takes the mean colour: images are normalised,
+# then padded with zeros, as in the authors' Torch code). ResNet-110 and -1202 start at 0.01 until the training
 # error is below 80%.
 
 # %%

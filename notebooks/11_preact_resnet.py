@@ -87,8 +87,11 @@ QUICK = nb.quick_settings(QUICK, CI)
 # $$\mathcal{F}(\mathbf{x}) = W_2 * \mathrm{ReLU}\big(\mathrm{BN}_2(W_1 * \mathrm{ReLU}(\mathrm{BN}_1(\mathbf{x})))\big),
 #   \qquad \mathbf{x}_{l+1} = \mathbf{x}_l + \mathcal{F}(\mathbf{x}_l).$$
 #
-# In `PreActBasic.forward` the first two lines are the two pre-activated convolutions and
-# the return line is the addition, with nothing after it:
+# In `PreActBasic.forward` the first line pre-activates the input, the second computes the
+# two convolutions, and the return line is the addition, with nothing after it. In the first
+# unit of every stage the shortcut reads the pre-activated input instead of $\mathbf{x}$
+# (`both_preact`, as in the authors' Torch code), so the clean path runs from a stage's
+# second unit on:
 
 # %%
 nb.show_source(preact_resnet.PreActBasic)
@@ -199,11 +202,13 @@ _ = nb.show_recipe("preresnet")
 # forward in training mode, and Chainer's backward pass gives
 # $\partial\mathcal{E}/\partial\mathbf{x}_l$ at the input of every block of the first stage.
 #
-# We measure it twice. Once as it is, through every path. Once with each residual branch's
+# We measure it twice, from the input of the stage's second unit, $\mathbf{x}_1$ (the
+# first unit pre-activates its shortcut too), to the end of the stage, $\mathbf{x}_n$. Once
+# as it is, through every path. Once with each residual branch's
 # *input* cut from the graph (its first layer reads a constant copy of $\mathbf{x}_l$), so
-# that the gradient can reach $\mathbf{x}_0$ only through whatever the blocks' own code does
+# that the gradient can reach $\mathbf{x}_1$ only through whatever the blocks' own code does
 # on the shortcut and after the sum. The ratio
-# $\lVert\partial\mathcal{E}/\partial\mathbf{x}_0\rVert / \lVert\partial\mathcal{E}/\partial\mathbf{x}_n\rVert$
+# $\lVert\partial\mathcal{E}/\partial\mathbf{x}_1\rVert / \lVert\partial\mathcal{E}/\partial\mathbf{x}_n\rVert$
 # across the first stage is then the "1" term of the equation above. Nothing is derived
 # from the forward values: any ReLU, scaling or gate that the code puts on that path shows
 # up in the number. This takes under a minute on two cores; the tests leave out depth 218.
@@ -243,10 +248,7 @@ def branches_cut(net, entry):
 
 def first_stage_grads(net, n):
     """Gradient norms at the inputs x_0..x_n of the first stage's blocks (one batch)."""
-    h = net.conv1(xb)
-    if hasattr(net, "bn1"):  # the post-activation stem: conv, BN, ReLU
-        h = F.relu(net.bn1(h))
-    xs = [chainer.Variable(h.array)]
+    xs = [chainer.Variable(net.stem(xb).array)]
     h = xs[0]
     for i, block in enumerate(net.blocks):
         h = block(h)
@@ -275,12 +277,12 @@ if MODE == "quick":
             everything = first_stage_grads(net, n)
             with branches_cut(net, entry):
                 shortcut_only = first_stage_grads(net, n)
-            direct[kind].append(shortcut_only[0] / shortcut_only[-1])
-            through_all[kind].append(everything[0] / everything[-1])
+            direct[kind].append(shortcut_only[1] / shortcut_only[-1])
+            through_all[kind].append(everything[1] / everything[-1])
             table.append([depth, kind, f"{direct[kind][-1]:.3f}", f"{through_all[kind][-1]:.1f}"])
     nb.show_md(
         nb.md_table(
-            ["depth", "network", "shortcut paths only: ‖g₀‖/‖gₙ‖", "all paths: ‖g₀‖/‖gₙ‖"],
+            ["depth", "network", "shortcut paths only: ‖g₁‖/‖gₙ‖", "all paths: ‖g₁‖/‖gₙ‖"],
             table,
         )
     )
@@ -290,13 +292,13 @@ if MODE == "quick":
         ax2.plot(QUICK["depths"], through_all[kind], marker="o", label=kind)
     ax1.set(
         xlabel="network depth (layers)",
-        ylabel="‖∂E/∂x₀‖ / ‖∂E/∂xₙ‖",
+        ylabel="‖∂E/∂x₁‖ / ‖∂E/∂xₙ‖",
         ylim=(0, 1.1),
         title="along the shortcuts only",
     )
     ax2.set(
         xlabel="network depth (layers)",
-        ylabel="‖∂E/∂x₀‖ / ‖∂E/∂xₙ‖",
+        ylabel="‖∂E/∂x₁‖ / ‖∂E/∂xₙ‖",
         yscale="log",
         title="through every path",
     )
@@ -304,7 +306,7 @@ if MODE == "quick":
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(
-        "gradient reaching the first block of stage 1, untrained nets, one batch of "
+        "gradient reaching the second block of stage 1, untrained nets, one batch of "
         f"{QUICK['batch']}",
         fontsize=10,
     )
@@ -319,7 +321,7 @@ if table:
     assert np.allclose(direct[pre], 1.0, atol=1e-4), direct[pre]  # the "1" arrives whole
     print(
         f"Along the shortcuts alone, the pre-activation nets deliver {min(direct[pre]):.3f} of "
-        "the gradient at the end of stage 1 to its first block at every depth; the "
+        "the gradient at the end of stage 1 to its second block at every depth; the "
         f"post-activation nets deliver {direct[post][0]:.2f} at depth {QUICK['depths'][0]} and "
         f"{direct[post][-1]:.2f} at depth {QUICK['depths'][-1]}: each ReLU after a sum removes "
         "the entries where that sum was negative."
@@ -333,7 +335,7 @@ if table:
         net = resnet.ResNetCifar(9)
         with branches_cut(net, "conv1"):
             g = first_stage_grads(net, 9)
-        spread.append(g[0] / g[-1])
+        spread.append(g[1] / g[-1])
     xb, tb = batch(0)
     print(
         f"Noise level: over four other batches and initialisations the post-activation ratio "
