@@ -41,8 +41,8 @@
 MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "wresnet_d1192"  # the network of the paper's headline CIFAR-10 result
-# steps: first training steps watched; n_deep: blocks per stage of the deep nets whose
-# activations are traced (3 * n_deep blocks); batch: images per step / per trace.
+# steps: first training steps watched (recipe's batch); n_deep: blocks per stage of the deep
+# nets whose activations are traced (3 * n_deep blocks); batch: images per trace.
 QUICK = dict(steps=12, batch=32, n_deep=50, repeats=3)
 CI = dict(steps=8, n_deep=18, repeats=2)  # the tests trace a 110-layer stack instead of 302
 
@@ -230,7 +230,8 @@ _ = nb.show_recipe("weighted_residual")
 #    \mathcal{F}(\mathbf{x}_l)\rangle$ is not. After one step $\lambda_l \neq 0$ and the branch's
 #    gradient is $\lambda_l$ times what it would be at full strength. We train a 20-layer
 #    WResNet (no stochastic depth, so that nothing else zeroes a gradient) for a few steps with
-#    the recipe's optimizer and rates, and record $|\lambda|$ and the branch gradients.
+#    the recipe's optimizer, rates and batch size, and record $|\lambda|$ and the branch
+#    gradients. (The loss of these first steps, each on a new batch, is only context.)
 # 2. **The signal does not grow with depth.** We pass one batch through deep untrained stacks
 #    (batch normalization with batch statistics, as in training) and record the variance of
 #    every block's output: the weighted network as initialised ($\lambda = 0$), the same
@@ -240,10 +241,12 @@ _ = nb.show_recipe("weighted_residual")
 # The reader's run traces 302-layer stacks ($n = 50$); the tests trace 110 layers.
 
 # %%
+recipe = get_recipe("weighted_residual")
 data = cdata.load_cifar10()
 mean, std = cdata.channel_stats(data.train_x)
 # a fixed random subset (the stored training set is ordered by class)
-raw_x, train_y = cdata.take_subset(data.train_x, data.train_y, 64 * QUICK["steps"])
+B = recipe.batch_size  # the recipe's mini-batch (128) for the training steps
+raw_x, train_y = cdata.take_subset(data.train_x, data.train_y, B * QUICK["steps"])
 train_x = ((raw_x - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
 
 
@@ -253,7 +256,6 @@ def branch_grad_norm(block) -> float:
     return float(np.sqrt(sum(float((g.astype(np.float64) ** 2).sum()) for g in grads)))
 
 
-recipe = get_recipe("weighted_residual")
 np.random.seed(0)
 net = WeightedResNet(n=3)  # 20 layers, p_last = 1: no block is ever dropped
 opt = chainer.optimizers.MomentumSGD(lr=recipe.lr, momentum=recipe.momentum)
@@ -262,7 +264,6 @@ opt.add_hook(chainer.optimizer_hooks.WeightDecay(recipe.weight_decay))
 net.configure_optimizer(opt, recipe)
 steps = []
 if MODE == "quick":
-    B = QUICK["batch"]
     for step in range(QUICK["steps"]):
         xb, yb = train_x[step * B : (step + 1) * B], train_y[step * B : (step + 1) * B]
         with chainer.using_config("train", True):
