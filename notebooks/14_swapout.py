@@ -44,7 +44,7 @@ DEVICE = "@numpy"
 FULL_MODEL = "swapout_v2_32_w4"  # the paper's best CIFAR-10 network, also the 2016 code's
 # The experiment: train v2(8) W×1 on train_subset images, then compare the two ways to predict
 # on test_subset images with up to `samples` sampled passes.
-QUICK = dict(train_subset=1536, test_subset=500, epochs=3, batch_size=64, samples=20)
+QUICK = dict(train_subset=2048, test_subset=500, epochs=5, batch_size=64, samples=20)
 CI = dict(train_subset=768, test_subset=300, epochs=2, samples=8)  # the tests run less
 
 # %%
