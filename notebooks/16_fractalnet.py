@@ -299,10 +299,12 @@ _ = nb.show_recipe("fractalnet")
 # (0.1 instead of 0.02) so that the short run learns something. Then each trained network is
 # scored on the same test images as the whole fractal and as each column alone.
 #
-# Look for two things: whether the columns of the drop-path network stay well above chance
-# on their own while those of the other network do not, and which column leads. After a short
-# run the short paths have learned most: the paper's "deepest column nearly matches the whole"
-# needs its full 400 epochs. The tests train on half the images for two epochs.
+# Look for two things: whether the columns of the drop-path network stay above chance on
+# their own while those of the other network do not, and which column leads. A run this short
+# may show neither: FractalNet is known to sit near chance for many epochs before its loss
+# moves, and drop-path, which trains each column alone on only part of the mini-batches, slows
+# the start further. The paper's "deepest column nearly matches the whole" is a result after
+# 400 epochs. The tests train on half the images for two epochs.
 
 # %%
 variants = {
@@ -435,8 +437,7 @@ if run is not None:
 # ## Why it works, and when it fails
 #
 # A fractal block contains paths of every length from 1 to $2^{C-1}$ convolutions. Early in
-# training the short paths carry a usable signal, so the network learns at once, like a
-# shallow net; the joins then pass that signal to the long paths as a target to refine, which
+# training the short paths can carry a usable signal, as in a shallow net; the joins then pass that signal to the long paths as a target to refine, which
 # is the role the identity plays in a ResNet. Drop-path keeps the columns from relying on
 # each other: local drops make every join work with a subset of its inputs, and global drops
 # train each column as a complete network, which is why one can be extracted. Dropout
