@@ -199,8 +199,8 @@ _ = nb.show_recipe("wrn")
 # * **WRN-22-1**: three blocks per stage, the base width (19 convolutions in sequence).
 #
 # We count their parameters and multiply-adds, measure the CPU time of a forward pass per
-# image (one image at a time and in batches of 100; CPU time summed over this process's
-# threads, which a busy machine inflates far less than wall time), then train both with the WRN recipe squeezed
+# image in batches of 100 (summed over this process's threads, which a busy machine inflates
+# far less than wall time), then train both with the WRN recipe squeezed
 # into a few epochs on the same CIFAR-10 subset, same seed. On a CPU the time of a
 # convolution is close to proportional to its arithmetic, so any speed gap comes from doing
 # the same work in more, smaller steps; on a GPU the gap is larger, because a thin layer
@@ -240,7 +240,6 @@ if MODE == "quick":
     for label, (d, k) in pair.items():
         name = f"wrn{d}_{k}"
         model = get_model_info(name).build()
-        t1 = np.median([seconds_per_image(model, xs[i : i + 1]) for i in range(5)])
         t100 = seconds_per_image(model, xs)
         cpu0 = time.process_time()
         runs[label] = nb.quick_train(name, plot=False, device=DEVICE, **QUICK)
@@ -250,7 +249,6 @@ if MODE == "quick":
                 label,
                 f"{count_params(model):,}",
                 f"{nb.forward_flops(name) / 2e6:.0f}",
-                f"{1e3 * t1:.1f}",
                 f"{1e3 * t100:.2f}",
                 f"{train_cpu:.0f}",
                 f"{runs[label]['test_accuracy']:.1f}",
@@ -267,7 +265,6 @@ if MODE == "quick":
                 "network",
                 "parameters",
                 "M multiply-adds / image",
-                "CPU ms / image, batch 1",
                 "CPU ms / image, batch 100",
                 "training CPU time (s)",
                 "test accuracy (%)",
@@ -277,7 +274,7 @@ if MODE == "quick":
     )
     accs = [r["test_accuracy"] for r in runs.values()]
     nb.noise_level(float(np.mean(accs)), runs[next(iter(runs))]["test_images"])
-    t_wide, t_deep = (float(r[4]) for r in table)
+    t_wide, t_deep = (float(r[3]) for r in table)
     print(
         f"Look at the time columns: with about the same parameters and arithmetic the thin, "
         f"deep net needs {t_deep / t_wide:.1f}x the CPU time per image in batches here, and its "
