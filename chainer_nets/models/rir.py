@@ -35,8 +35,8 @@ shortcuts sub-sample and append zero channels (parameter-free "option A").
 
 Parameters: 9,462,048 convolution/linear weights (9.5M, the 2016 table's
 figure, which counts weights only); 9,469,930 with biases and BN. We could not
-read the paper's own table of parameter counts; from memory it may print a
-larger figure (about 10.3M), which this layout does not reach (see notebook).
+read the paper's own table of parameter counts; a larger figure (about 10.3M) is
+sometimes quoted for it, unconfirmed, and this layout does not reach it (see notebook).
 
 Classifier against the 2016 Chainer code (nutszebra/resnet_in_resnet): there the streams end
 in a conv1x1-BN-ReLU to the class count *before* global average pooling. We pool first and
