@@ -134,13 +134,11 @@ def seed(seed: int, dist: Dist | None) -> int:
 def sync_batch_norm(net: chainer.Chain, dist: Dist) -> chainer.Chain:
     """A copy of ``net`` whose BatchNormalization links are MultiNodeBatchNormalization.
 
-    ChainerMN computes the global statistics in methods of Chainer's generic BN
-    implementation, whose forward and backward :mod:`chainer_nets.cpu_fast` replaces
-    wholesale; so the CPU fast path is switched off in this process (GPUs are unaffected).
+    ChainerMN computes the global statistics in its subclass of Chainer's generic BN
+    implementation; :mod:`chainer_nets.cpu_fast` leaves such subclasses on Chainer's code.
     """
     import chainermn
 
-    chainer.global_config.cpu_fast = False
     return chainermn.links.create_mnbn_model(net, dist.comm)
 
 

@@ -91,3 +91,37 @@ def test_batch_normalization_many_blocks_and_large_mean(two_threads, monkeypatch
             out[flag] = (y.array, xv.grad, gv.grad, bv.grad)
     for fast, ref in zip(out[True], out[False], strict=True):
         np.testing.assert_allclose(fast, ref, rtol=1e-7, atol=1e-7)
+
+
+def test_subclassed_bn_implementation_keeps_chainers_code() -> None:
+    """ChainerMN's synchronised BN overrides the statistics methods of Chainer's generic
+    implementation; the fast path must leave such a subclass alone, or the ranks' statistics
+    would silently stay per rank."""
+    from chainer.functions.normalization import batch_normalization as bn_mod
+    from chainermn.functions.batch_normalization import _MpiImpl
+
+    class HalfMeanComm:  # stands in for the communicator: every "global mean" is halved
+        def _multi_node_mean(self, _, array: np.ndarray) -> None:
+            array *= 0.5
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 3, 5, 5)).astype(np.float32)
+    gamma, beta = np.ones(3, np.float32), np.zeros(3, np.float32)
+    gy = rng.standard_normal(x.shape).astype(np.float32)
+
+    def run(fast: bool) -> tuple:
+        with chainer.using_config("cpu_fast", fast):
+            impl = _MpiImpl(HalfMeanComm())
+            fn = bn_mod.BatchNormalization(impl_selector=lambda *_: impl)
+            xv = chainer.Variable(x)
+            (y,) = fn.apply((xv, gamma, beta))
+            y.grad = gy
+            y.backward()
+            return y.array, xv.grad
+
+    y_fast, gx_fast = run(True)
+    y_ref, gx_ref = run(False)
+    np.testing.assert_allclose(y_fast, y_ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gx_fast, gx_ref, rtol=1e-5, atol=1e-5)
+    plain = chainer.functions.batch_normalization(x, gamma, beta).array
+    assert np.abs(y_ref - plain).max() > 0.1  # the halved statistics did take effect

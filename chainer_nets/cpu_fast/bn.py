@@ -18,6 +18,16 @@ from chainer_nets.cpu_fast.switch import _FLOATS, _ORIG, is_enabled
 from chainer_nets.cpu_fast.workers import _WORKERS
 
 
+def _generic_impl(self: Any) -> bool:
+    """True for Chainer's own generic implementation; a subclass (ChainerMN's synchronised BN
+    computes global statistics in its overridden methods) keeps Chainer's code."""
+    from chainer.functions.normalization.batch_normalization import (
+        GeneralBatchNormalizationImpl,
+    )
+
+    return type(self) is GeneralBatchNormalizationImpl
+
+
 def _bn_supported(axis: Any, gamma: Any, x: Any, x_layout: Any, xp: Any) -> bool:
     """Whether the generic Chainer BN call can take the fast path."""
     return (
@@ -176,7 +186,7 @@ def _bn_forward(
     running_var: Any,
 ) -> tuple:
     """Training-mode batch normalization on the row matrix (replaces the generic impl)."""
-    if not _bn_supported(axis, gamma, x, x_layout, xp):
+    if not (_generic_impl(self) and _bn_supported(axis, gamma, x, x_layout, xp)):
         return _ORIG["bn_forward"](
             self,
             axis,
@@ -233,7 +243,8 @@ def _bn_backward(
 ) -> tuple:
     """Batch-normalization gradients on the row matrix (replaces the generic impl)."""
     if not (
-        _bn_supported(axis, gamma, x, x_layout, xp)
+        _generic_impl(self)
+        and _bn_supported(axis, gamma, x, x_layout, xp)
         and type(gy) is np.ndarray
         and gy.dtype == x.dtype
         and mean.dtype == x.dtype
