@@ -149,13 +149,17 @@ def test_recipes_follow_their_references_padding() -> None:
     and lists how it fills the border among its departures."""
     from chainer_nets.recipes import get_recipe, list_recipes
 
-    for name in ("resnet", "resnet_warmup", "preresnet", "stochastic_depth"):
+    # the authors' loaders of DenseNet (fb.resnet.torch's), ResNeXt (likewise) and PyramidNet
+    # (fb.resnet.torch's, also for separated stochastic depth) pad normalised images with zeros
+    references = ("resnet", "resnet_warmup", "preresnet", "stochastic_depth", "densenet")
+    references += ("resnext", "pyramidnet", "pyramidnet_sepdrop")
+    for name in references:
         assert get_recipe(name).augment.pad_mode == "mean", name
     assert get_recipe("wrn").augment.pad_mode == "reflect"
     for name in list_recipes():
         recipe = get_recipe(name)
         assert recipe.augment.pad_mode in cdata.PAD_MODES
-        if name in ("resnet", "resnet_warmup", "preresnet", "stochastic_depth", "wrn"):
+        if name in (*references, "wrn") or recipe.augment.pad == 0:  # no crops: no border
             continue
         assert recipe.augment.pad_mode == "mean", name
         assert any("border" in d for d in recipe.departures), name
