@@ -121,6 +121,15 @@ def test_two_ranks_equal_one_process(mpiexec: str, cifar, tmp_path: Path) -> Non
     assert res["test_images"] == 32  # scored over both ranks' parts
 
 
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_kill_one_rank_then_resume_equals_uninterrupted(
     mpiexec: str, two_ranks: Path, tmp_path: Path
 ) -> None:
@@ -152,6 +161,11 @@ def test_kill_one_rank_then_resume_equals_uninterrupted(
     assert r1.returncode == 2, r1.stderr
     assert "trained on 2 process(es)" in r1.stderr and "mpiexec -n 2" in r1.stderr
 
+    # the launcher returns before rank 0 (which holds the run folder's lock) has exited: wait
+    # for it, as a user waits for a job to end before resuming it
+    rank0, deadline = int((pids / "rank0.pid").read_text()), time.monotonic() + 60
+    while _alive(rank0) and time.monotonic() < deadline:
+        time.sleep(0.1)
     r = _run(mpiexec, 2, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     a, b = _weights(two_ranks), _weights(out)
