@@ -28,7 +28,7 @@ warnings), ``run.log`` (every step's output), ``check_correctness.md``, ``check_
 (their JSON at the end), ``guard.md``, ``bench.md``/``.json``, ``train.md``.
 
     python3 benchmarks/gpu/device_run.py --out $OUT                 # on the GPU machine
-    python benchmarks/gpu/device_run.py --device @numpy --tiny --out /tmp/dry   # CPU dry run
+    python benchmarks/gpu/device_run.py --device @numpy --tiny --out dry-run   # CPU dry run
 
 ``--steps`` reruns only some steps (``env`` and ``install`` always run). With ``--device
 @numpy`` the parts that need CuPy (the guard's detector, TF32) or PyTorch (the twin, the
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget-s", type=float, default=None, help="start no step after this (GPU: 480)"
     )
-    ap.add_argument("--site", default="/tmp/chainer_site", help="where the wheels are installed")
+    ap.add_argument("--site", default=os.path.expanduser("~/chainer_site"), help="where the wheels are installed")
     ap.add_argument("--bench-models", nargs="+", default=list(BENCH_MODELS))
     a = ap.parse_args(argv)
     if not a.out:

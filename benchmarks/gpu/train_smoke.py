@@ -20,8 +20,8 @@ from (its log), and how far the resumed run's final weights are from the uninter
 run's (max |difference| over every parameter and persistent array in the last snapshot:
 0 when the resume is exact).
 
-    CHAINER_DATASET_ROOT=/tmp/ds python benchmarks/gpu/train_smoke.py --device @cupy:0 --out $OUT
-    python benchmarks/gpu/train_smoke.py --device @numpy --tiny --out /tmp/smoke   # CPU dry run
+    CHAINER_DATASET_ROOT=synthetic-cifar python benchmarks/gpu/train_smoke.py --device @cupy:0 --out $OUT
+    python benchmarks/gpu/train_smoke.py --device @numpy --tiny --out smoke-run   # CPU dry run
 """
 
 from __future__ import annotations
