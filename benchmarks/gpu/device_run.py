@@ -175,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--budget-s", type=float, default=None, help="start no step after this (GPU: 480)"
     )
-    ap.add_argument("--site", default=os.path.expanduser("~/chainer_site"), help="where the wheels are installed")
+    ap.add_argument(
+        "--site",
+        default=os.path.expanduser("~/chainer_site"),
+        help="where the wheels are installed",
+    )
     ap.add_argument("--bench-models", nargs="+", default=list(BENCH_MODELS))
     a = ap.parse_args(argv)
     if not a.out:
