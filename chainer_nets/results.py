@@ -7,6 +7,11 @@ implementation, kept as data in :data:`IMPL_2016`::
 
     python -m chainer_nets.results            # markdown table of every model
     python -m chainer_nets.results --runs     # only models with a recorded run
+    python -m chainer_nets.results --budget   # the shortened (budget) runs, apart
+
+Only a run of the paper's whole recipe (no ``--epochs``, ``--lr``, ``--batch-size`` or
+subset option) counts as a reproduction; a shortened run, such as the CPU budget run of
+ResNet-20, is listed in its own table and never in the "ours" column.
 """
 
 from __future__ import annotations
@@ -89,6 +94,21 @@ class Run:
         """Whether the run wrote its result file."""
         return bool(self.result)
 
+    @property
+    def changed_options(self) -> dict:
+        """The options that moved the run away from the paper's recipe (empty for a full run)."""
+        cfg = self.config.get("config", {})
+        return {k: cfg[k] for k in RECIPE_CHANGING_OPTIONS if cfg.get(k) is not None}
+
+    @property
+    def full_recipe(self) -> bool:
+        """Whether the run trained with the paper's whole recipe (a reproduction)."""
+        return not self.changed_options
+
+
+#: Training options that change the paper's recipe: a run with any of them set is a budget run.
+RECIPE_CHANGING_OPTIONS = ("epochs", "lr", "batch_size", "train_subset", "test_subset")
+
 
 def results_dir() -> Path:
     """The results folder: ``$CHAINER_NETS_RESULTS`` or ``results/`` at the repository root."""
@@ -119,9 +139,62 @@ def list_runs(root: str | os.PathLike | None = None) -> list[Run]:
 
 
 def find_run(model: str, root: str | os.PathLike | None = None) -> Run | None:
-    """The recorded run of ``model`` (the latest finished one), or None."""
-    runs = [r for r in list_runs(root) if r.model == model]
+    """The recorded full-recipe run of ``model`` (the latest finished one), or None."""
+    runs = [r for r in list_runs(root) if r.model == model and r.full_recipe]
     return max(runs, key=lambda r: r.result.get("finished", "")) if runs else None
+
+
+def budget_runs(model: str | None = None, root: str | os.PathLike | None = None) -> list[Run]:
+    """Finished runs that shortened or changed the recipe (of ``model`` if given), by path."""
+    return [r for r in list_runs(root) if not r.full_recipe and (model is None or r.model == model)]
+
+
+BUDGET_HEADER = [
+    "run",
+    "model",
+    "changed",
+    "seed",
+    "ours (last iteration)",
+    "train images/s",
+    "device",
+    "wall time",
+    "command",
+]
+
+
+def twin_dir() -> Path:
+    """Where the PyTorch twins of the budget runs write their results (``benchmarks/cpu``)."""
+    return results_dir().parent / "benchmarks" / "cpu" / "budget_twin"
+
+
+def budget_twins(model: str, root: str | os.PathLike | None = None) -> list[dict]:
+    """Recorded PyTorch-twin runs of ``model``'s budget run (``benchmarks/cpu/budget_twin.py``),
+    by seed; each holds ``test_accuracy`` (a fraction), ``seed``, ``epochs`` and its ``log``."""
+    base = Path(root) if root is not None else twin_dir()
+    runs = [_json(p, {}) for p in sorted(base.glob(f"{model}_*.json"))]
+    return sorted((r for r in runs if r.get("log")), key=lambda r: r.get("seed", 0))
+
+
+def budget_table(model: str | None = None, root: str | os.PathLike | None = None) -> str:
+    """The budget runs in GitHub markdown: what they changed, their accuracy, speed and time."""
+    rows = []
+    for r in budget_runs(model, root):
+        res, cfg = r.result, r.config.get("config", {})
+        changed = " ".join(f"--{k.replace('_', '-')} {v:g}" for k, v in r.changed_options.items())
+        rows.append(
+            [
+                r.path.name,
+                r.model,
+                changed,
+                str(cfg.get("seed", "—")),
+                _fmt(res.get("test_accuracy")),
+                str(res.get("train_images_per_second", "—")),
+                res.get("device", "—"),
+                _wall(res.get("wall_seconds")),
+                f"`{res.get('command', '')}`",
+            ]
+        )
+    return md_table(BUDGET_HEADER, rows)
 
 
 def train_command(model: str, device: str = "@cupy:0") -> str:
@@ -152,7 +225,7 @@ def table_rows(
 ) -> list[list[str]]:
     """Rows of the results table: model, paper, 2016 Chainer, ours, epochs, device, wall, command."""
     names = models if models is not None else [i.name for i in list_models()]
-    runs = {r.model: r for r in list_runs(root)}
+    runs = {r.model: r for r in list_runs(root) if r.full_recipe}
     rows = []
     for name in names:
         info = get_model_info(name)
@@ -234,8 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m chainer_nets.results", description=__doc__)
     p.add_argument("--root", help="results folder (default: results/ of the repository)")
     p.add_argument("--runs", action="store_true", help="only models with a recorded run")
+    p.add_argument("--budget", action="store_true", help="the shortened (budget) runs instead")
     p.add_argument("models", nargs="*", help="model names (default: all registered)")
     a = p.parse_args(argv)
+    if a.budget:
+        print(budget_table(a.models[0] if len(a.models) == 1 else None, a.root))
+        return 0
     print(markdown_table(a.models or None, a.root, a.runs))
     return 0
 

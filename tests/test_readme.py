@@ -26,3 +26,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert "make test" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_budget_runs_table_is_the_generated_one() -> None:
+    """The README's budget-run table is exactly what ``python -m chainer_nets.results --budget``
+    prints from ``results/``, so it cannot drift from the recorded runs."""
+    from chainer_nets import results
+
+    if results.budget_runs():
+        assert results.budget_table() in README

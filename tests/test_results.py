@@ -79,6 +79,36 @@ def test_markdown_table(root: Path) -> None:
     assert len(only.splitlines()) == 3
 
 
+def test_budget_run_is_kept_apart(root: Path) -> None:
+    """A shortened run is never the reproduction: not in the "ours" column, in its own table."""
+    run = _write_run(root, "resnet110_budget", "resnet110", 80.5, "2025-01-01T00:00:00+00:00")
+    (run / "config.json").write_text(
+        json.dumps({"config": {"model": "resnet110", "epochs": 15.0, "seed": 1}})
+    )
+    assert not results.load_run(run).full_recipe
+    assert results.find_run("resnet110", root).result["test_accuracy"] == 93.42
+    assert "80.50" not in results.markdown_table(["resnet110"], root)
+    assert [r.path.name for r in results.budget_runs(None, root)] == ["resnet110_budget"]
+    assert results.budget_runs("wrn28_10", root) == []
+    table = results.budget_table("resnet110", root)
+    assert "| resnet110_budget | resnet110 | --epochs 15 | 1 | 80.50 |" in table
+    (run / "config.json").write_text(json.dumps({"config": {"model": "resnet110"}}))
+    assert results.find_run("resnet110", root).result["test_accuracy"] == 80.5  # now the latest
+
+
+def test_budget_twins_read_by_seed(tmp_path: Path) -> None:
+    for seed, acc in ((2, 0.81), (1, 0.8)):
+        log = [{"epoch": 1, "test/main/accuracy": acc}]
+        (tmp_path / f"resnet20_budget15_seed{seed}.json").write_text(
+            json.dumps({"seed": seed, "test_accuracy": acc, "log": log})
+        )
+    (tmp_path / "resnet20_broken.json").write_text("{")
+    (tmp_path / "resnet110_budget15_seed1.json").write_text(json.dumps({"seed": 1, "log": [{}]}))
+    twins = results.budget_twins("resnet20", tmp_path)
+    assert [t["seed"] for t in twins] == [1, 2] and twins[0]["test_accuracy"] == 0.8
+    assert results.budget_twins("wrn28_10", tmp_path) == []
+
+
 def test_impl2016_numbers() -> None:
     assert results.impl2016_accuracy("resnet110") == 93.34
     assert results.impl2016_accuracy("preresnet164") == 94.39
