@@ -259,9 +259,7 @@ def child_data(
     tx, vx = prep(tx), prep(vx)
     mean = tx.mean(axis=(0, 2, 3), keepdims=True)
     std = tx.std(axis=(0, 2, 3), keepdims=True)
-    return ChildData(
-        (tx - mean) / std, ty.astype(np.int32), (vx - mean) / std, vy.astype(np.int32)
-    )
+    return ChildData((tx - mean) / std, ty.astype(np.int32), (vx - mean) / std, vy.astype(np.int32))
 
 
 def train_child(
@@ -336,9 +334,7 @@ def search(
         if not all(math.isfinite(r) for r in rewards):
             raise ValueError(f"reward is not finite: {rewards}")
         b = algo.update(samples, rewards)
-        history.append(
-            SearchStep(step, [s.layers for s in samples], rewards, b, time.time() - t0)
-        )
+        history.append(SearchStep(step, [s.layers for s in samples], rewards, b, time.time() - t0))
         if budget_seconds is not None and time.time() - t_start > budget_seconds:
             break
     return history

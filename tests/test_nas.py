@@ -42,10 +42,12 @@ def test_appendix_figure_layers() -> None:
         (3, 3), (3, 3), (3, 3), (5, 5), (3, 7), (7, 7), (7, 7), (7, 3),
         (7, 1), (7, 7), (5, 7), (7, 7), (7, 5), (7, 5), (7, 5),
     ]  # fmt: skip
-    assert [la.n for la in APPENDIX_A] == [36, 48, 36, 36, 48, 48, 48, 36, 36, 36, 36, 48, 48, 48, 48]
+    filters = [36, 48, 36, 36, 48, 48, 48, 36, 36, 36, 36, 48, 48, 48, 48]
+    assert [la.n for la in APPENDIX_A] == filters
     assert all(i - 1 in la.inputs for i, la in enumerate(APPENDIX_A) if i)  # reads predecessor
     assert APPENDIX_A[0].inputs == () and unconnected(APPENDIX_A) == [14]
-    assert sum(len(la.inputs) for la in APPENDIX_A) == 65  # 14 one-step + 51 longer skip connections
+    # 14 one-step connections and 51 longer skip connections
+    assert sum(len(la.inputs) for la in APPENDIX_A) == 65
     # the 2016 reading differs in one place only: layer 14 (0-based) does not read layer 5
     assert APPENDIX_A_2016[:-1] == APPENDIX_A[:-1]
     assert set(APPENDIX_A[-1].inputs) - set(APPENDIX_A_2016[-1].inputs) == {5}
