@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import chainer_nets  # noqa: F401  (applies the compat layer)
-from chainer_nets import nas_search as ns
+from chainer_nets.models import nas as ns
 from chainer_nets.models.nas import (
     APPENDIX_A,
     APPENDIX_A_2016,
