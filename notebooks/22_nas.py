@@ -48,7 +48,7 @@ QUICK = dict(
     val_images=500,
     image_size=16,
     child_epochs=1,
-    steps=10,
+    steps=12,
     per_step=3,
     controller_lr=0.01,
 )
@@ -229,9 +229,10 @@ nb.draw_block(
     "concat -> conv 7×5, 48 -> BN -> ReLU -> y15 -> global avg pool -> linear -> 10 scores",
     title="layer 15 of the appendix network (inputs zero-padded to one size before concat)",
 )
-_ = nb.draw_block(
-    "anchor i -> filter height -> filter width -> number of filters -> anchor i+1; "
-    "anchor i -[sigmoid over anchors j < i]-> inputs of layer i",
+nb.draw_block(
+    "anchor i -> sigmoid over anchors j<i -> inputs of layer i; "
+    "anchor i -> softmax: filter height -> softmax: filter width -> softmax: number of filters "
+    "-> anchor i+1",
     title="the controller's steps for layer i (each choice is fed back as the next input)",
 )
 
@@ -289,8 +290,8 @@ _ = nb.show_recipe("nas")
 # epochs each on 800 GPUs. In miniature: the paper's controller and search space with
 # 3-layer children, each trained for one epoch on 512 training images average-pooled to 16×16
 # and rewarded with its accuracy on 500 other held-out training images (never the test set);
-# 10 updates of 3 children. The controller's learning rate is raised from the paper's 0.0006
-# to 0.01 because it gets ten updates instead of thousands. CI runs a smaller version.
+# 12 updates of 3 children. The controller's learning rate is raised from the paper's 0.0006
+# to 0.01 because it gets a dozen updates instead of thousands. CI runs a smaller version.
 
 # %%
 data = nas.child_data(QUICK["train_images"], QUICK["val_images"], QUICK["image_size"])
@@ -367,11 +368,10 @@ if history:
     print(f"best child ({100 * rewards[best]:.1f}%): {nas.describe(best_layers)}")
     print(f"the search made that architecture {np.exp(gain):.2f}x as likely as at the start")
     nb.noise_level(100 * rewards.mean(), n_val)
-    print(f"(The {n_val} images are held-out training images, never the test set.)")
     print(
         "Look at the spread of the dots against that noise level: a child's reward is one "
         "brief training run measured on a few hundred images, so most differences between "
-        "children are noise, and ten updates cannot separate good choices from lucky "
+        "children are noise, and a dozen updates cannot separate good choices from lucky "
         "ones. What the figure shows is the mechanism: the baseline tracks the rewards, and "
         "each update pushes up the children above it and pushes down those below."
     )
@@ -396,7 +396,7 @@ run = nb.reproduction(FULL_MODEL)
 #   reduces the variance of the gradient estimate without changing its expectation.
 # * **Noise and cost are the limits.** A reward is a single training run, so the signal the
 #   controller gets is as noisy as the children's accuracies, and the paper paid with 12,800
-#   children of 50 epochs each on 800 GPUs. With thirty one-epoch children, as here, the
+#   children of 50 epochs each on 800 GPUs. With a dozen one-epoch children, as here, the
 #   rewards differ mostly by noise, and the search is a demonstration of the mechanism, not of
 #   its result.
 # * **The space is the prior.** The controller can only find what the space allows — filter
