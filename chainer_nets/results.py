@@ -66,6 +66,9 @@ IMPL_2016: dict[str, Impl2016] = {
     "wrn28_10": Impl2016(15, "WRN28-10", 95.76, "matches"),
     "fractalnet20": Impl2016(16, "20 layers", 93.77, "below paper"),
     "densenet40_k12": Impl2016(19, "DenseNet L=40 k=12 (best epoch)", 95.12, "above paper"),
+    "nas_appendix_a": Impl2016(
+        22, "appendix network, one skip connection fewer, no padding (4.1M)", 90.35, "below paper"
+    ),
 }
 
 
