@@ -95,8 +95,9 @@ def cbn(i: int, o: int, ksize=1, stride: int = 1, valid: bool = False) -> ConvBN
 
 
 def avg_pool_same(x: chainer.Variable) -> chainer.Variable:
-    """3x3/1 average pooling that keeps the size (padding not counted, as in TF "SAME")."""
-    return F.average_pooling_2d(x, 3, 1, 1, pad_value=None)
+    """3x3/1 average pooling that keeps the size (the zero border counts, as in Chainer's 2-D
+    pooling; TF-slim's "SAME" pooling leaves it out: only the border pixels differ)."""
+    return F.average_pooling_2d(x, 3, 1, 1)
 
 
 def max_pool_reduce(x: chainer.Variable) -> chainer.Variable:
