@@ -148,7 +148,7 @@ def test_inception_resnet_grid_widths(layout: v4.Layout, widths: tuple) -> None:
     model = v4.InceptionResNet(layout, 1000)
     assert model.stem.out_ch == widths[0]
     outs = [block.out_ch for block in model.blocks]
-    assert outs == [widths[0]] * 6 + [widths[1]] * 11 + [widths[2]] * 5
+    assert outs == [widths[0]] * 5 + [widths[1]] * 11 + [widths[2]] * 6
     red_a, red_b = model.blocks[5], model.blocks[16]
     assert _run(red_a, _x(widths[0], 35)) == (1, widths[1], 17, 17)
     assert _run(red_b, _x(widths[1], 17)) == (1, widths[2], 8, 8)
