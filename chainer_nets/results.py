@@ -59,6 +59,9 @@ IMPL_2016: dict[str, Impl2016] = {
     ),
     "highway_fitnet19": Impl2016(7, "Highway (Fitnet19), BN added", 93.35, "matches"),
     "resnet110": Impl2016(8, "ResNet110", 93.34, "matches"),
+    "squeezenet_bn": Impl2016(
+        10, "SqueezeNet with BN and simple bypass, 128x128 up-sampled", 92.63, "no paper number"
+    ),
     "preresnet164": Impl2016(11, "ResNet164", 94.39, "matches"),
     "rir_wide18": Impl2016(12, "18-layer + wide RiR", 94.43, "below paper"),
     "sd_resnet110": Impl2016(13, "ResNet110", 94.76, "matches"),

@@ -7,6 +7,10 @@ decay factor :math:`\gamma` and an optional warm-up. For update number
 .. math::  \eta(t) = \begin{cases} \eta_{\text{warm}} & t < T_{\text{warm}} \\
            \eta_0\,\gamma^{\,|\{m \in M : t \ge m\}|} & \text{otherwise} \end{cases}
 
+or, for a recipe with ``decay = "linear"`` (Caffe's "poly" policy with power 1), the
+rate falls linearly to zero over the :math:`T` updates of the run,
+:math:`\eta(t) = \eta_0\,(1 - t/T)`.
+
 ``--epochs`` compresses or stretches the whole schedule (warm-up and milestones
 scale with the length). The rate is a function of the iteration alone, so a
 resumed run sets it from the restored iteration and continues exactly.
@@ -32,6 +36,7 @@ class Schedule:
     gamma: float
     warmup_iterations: int = 0
     warmup_lr: float | None = None
+    decay: str = "step"  # or "linear": eta_0 * (1 - t / stop)
 
     @classmethod
     def from_recipe(
@@ -56,12 +61,15 @@ class Schedule:
             gamma=recipe.gamma,
             warmup_iterations=warmup,
             warmup_lr=recipe.warmup_lr,
+            decay=recipe.decay,
         )
 
     def lr(self, iteration: int) -> float:
         """Learning rate of update number ``iteration`` (0-based): warm-up, then step decay."""
         if self.warmup_lr is not None and iteration < self.warmup_iterations:
             return self.warmup_lr
+        if self.decay == "linear":
+            return self.base_lr * max(0.0, 1.0 - iteration / self.stop)
         return self.base_lr * self.gamma ** sum(iteration >= m for m in self.milestones)
 
     def hyperparams(self, iteration: int) -> dict[str, float]:

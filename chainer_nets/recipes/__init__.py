@@ -1,8 +1,8 @@
 """Training recipes as data: one TOML file per paper (or per variant of a paper's recipe).
 
 A recipe file holds the optimizer, learning rate, weight decay, batch size,
-training length and learning-rate milestones (in epochs or iterations), an
-optional warm-up, the augmentation, and ``departures``: every place where our
+training length and learning-rate milestones (in epochs or iterations) or a
+linear decay to zero, an optional warm-up, the augmentation, and ``departures``: every place where our
 run differs from what the paper did, and why. ``extends = "other"`` inherits
 another recipe's fields; its departures are appended to the parent's.
 """
@@ -42,6 +42,7 @@ class Recipe:
     momentum: float = 0.9
     warmup_lr: float | None = None
     warmup_iterations: int = 0
+    decay: str = "step"  # "step" (milestones, gamma) or "linear" (to zero at the end)
     augment: Augment = field(default_factory=Augment)
     departures: tuple[str, ...] = ()
 
@@ -52,13 +53,14 @@ class Recipe:
         )
         steps = ",".join(f"{m:g}" for m in self.milestones)
         unit = "ep" if self.unit == "epoch" else "it"
+        decay = "linearly to 0" if self.decay == "linear" else f"x{self.gamma:g}@{steps} {unit}"
         warm = (
             f", warm-up {self.warmup_lr:g} for {self.warmup_iterations} it"
             if self.warmup_lr
             else ""
         )
         return (
-            f"{opt} {self.momentum:g}, lr {self.lr:g} x{self.gamma:g}@{steps} {unit}{warm}, "
+            f"{opt} {self.momentum:g}, lr {self.lr:g} {decay}{warm}, "
             f"wd {self.weight_decay:g}, batch {self.batch_size}, {self.length} {unit}"
         )
 
@@ -97,6 +99,8 @@ def get_recipe(name: str) -> Recipe:
     """Load a recipe by name (the TOML file's stem)."""
     raw = _load_raw(name)
     warm = raw.pop("warmup", {})
+    if raw.get("decay", "step") not in ("step", "linear"):
+        raise ValueError(f"recipe {name!r}: decay must be 'step' or 'linear', got {raw['decay']!r}")
     return Recipe(
         name=name,
         paper=raw["paper"],
@@ -111,6 +115,7 @@ def get_recipe(name: str) -> Recipe:
         momentum=float(raw.get("momentum", 0.9)),
         warmup_lr=warm.get("lr"),
         warmup_iterations=int(warm.get("iterations", 0)),
+        decay=raw.get("decay", "step"),
         augment=Augment(**raw.get("augment", {})),
         departures=tuple(raw.get("departures", ())),
     )
