@@ -160,7 +160,7 @@ BUDGET_HEADER = [
     "model",
     "changed",
     "seed",
-    "ours (last iteration)",
+    "test acc % (last iteration)",
     "train images/s",
     "device",
     "wall time",
@@ -182,7 +182,8 @@ def budget_twins(model: str, root: str | os.PathLike | None = None) -> list[dict
 
 
 def budget_table(model: str | None = None, root: str | os.PathLike | None = None) -> str:
-    """The budget runs in GitHub markdown: what they changed, their accuracy, speed and time."""
+    """The budget runs in GitHub markdown (what they changed, accuracy, speed, time), followed by
+    the PyTorch twins recorded for their models."""
     rows = []
     for r in budget_runs(model, root):
         res, cfg = r.result, r.config.get("config", {})
@@ -200,6 +201,23 @@ def budget_table(model: str | None = None, root: str | os.PathLike | None = None
                 f"`{res.get('command', '')}`",
             ]
         )
+    models = sorted({r.model for r in budget_runs(model, root)})
+    for m in models:  # the PyTorch twins recorded next to them (benchmarks/cpu/budget_twin.py)
+        for t in budget_twins(m):
+            rows.append(
+                [
+                    "PyTorch twin",
+                    m,
+                    f"--epochs {t.get('epochs', 0):g}",
+                    str(t.get("seed", "—")),
+                    _fmt(100 * t["test_accuracy"]) if "test_accuracy" in t else "—",
+                    f"{t.get('train_images_per_second', 0):.1f}",
+                    f"CPU, PyTorch {t.get('versions', {}).get('torch', '?')}, "
+                    f"{t.get('threads', '?')} thread(s)",
+                    _wall(t.get("wall_seconds")),
+                    f"`{t.get('command', '')}`",
+                ]
+            )
     return md_table(BUDGET_HEADER, rows)
 
 
