@@ -224,8 +224,8 @@ _ = nb.show_recipe("pyramidnet")
 # Both train on the same 3,072 CIFAR-10 images for four epochs with the recipe squeezed into
 # them, seed 0 (the nets must have learned something for a deletion to cost anything: after
 # three epochs on 1,024 images they were barely trained, and every deletion cost about the
-# same few points, within the noise). Then each of the 9 units is deleted in turn and the test accuracy measured again
-# on the same 2,000 test images.
+# same few points, within the noise). Then each of the 9 units is deleted in turn and the
+# test accuracy measured again on the same 2,000 test images.
 #
 # Each deletion is scored on the same images as the intact net, so the accuracy it costs is
 # a paired difference, and we print its standard error. Look at **units 4 and 7** (the first
@@ -359,11 +359,27 @@ if MODE == "quick":
     step, pyr = summary.values()
     diff = step - pyr  # the same images, so the difference is paired
     g, e = 100 * diff.mean(), 100 * diff.std(ddof=1) / np.sqrt(n)
+    d_step = lost["step 16/32/64"]
+    spike = d_step[[3, 6]].mean(axis=0) - np.delete(d_step, [3, 6], axis=0).mean(axis=0)
+    gs, es = 100 * spike.mean(), 100 * spike.std(ddof=1) / np.sqrt(n)
+    robust, localised = g > 2 * e, gs > 2 * es
     print(
         f"Averaged over all nine deletions, the step-widened net loses {g:+.1f} ± {e:.1f} "
-        f"points more than the additive one ({g / e:+.1f} standard errors). The paper's point "
-        "holds in miniature if this is clearly positive and the step net's extra cost sits at "
-        "units 4 and 7; it does not if either is within two standard errors of zero."
+        f"points more than the additive one ({g / e:+.1f} standard errors); its downsampling "
+        f"units cost {gs:+.1f} ± {es:.1f} points more than its others ({gs / es:+.1f} s.e.). "
+        + (
+            "Both are more than two standard errors: the paper's point shows in miniature."
+            if robust and localised
+            else "Only the first is more than two standard errors: the additive net is more "
+            "robust, but the step net's extra fragility is not concentrated at units 4 and 7."
+            if robust
+            else "Only the second is more than two standard errors: the step net's fragile "
+            "units are where its width doubles, but on average the additive net is not "
+            "measurably more robust."
+            if localised
+            else "Neither is more than two standard errors: the paper's point does not show "
+            "at this scale."
+        )
     )
 else:
     full = nb.full_train(FULL_MODEL, DEVICE)
