@@ -42,10 +42,10 @@
 MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "swapout_v2_32_w4"  # the paper's best CIFAR-10 network, also the 2016 code's
-# The experiment: train v2(8) W×1 on train_subset images, then compare the two ways to predict
+# The experiment: train v2(14) W×1 on train_subset images, then compare the two ways to predict
 # on test_subset images with up to `samples` sampled passes.
-QUICK = dict(train_subset=2048, test_subset=500, epochs=5, batch_size=64, samples=20)
-CI = dict(train_subset=768, test_subset=300, epochs=2, samples=8)  # the tests run less
+QUICK = dict(train_subset=2048, test_subset=1000, epochs=5, batch_size=64, samples=16)
+CI = dict(train_subset=512, test_subset=300, epochs=2, samples=4)  # the tests run less
 
 # %%
 import sys
@@ -256,24 +256,37 @@ _ = nb.show_recipe("swapout")
 #
 # **Stochastic versus deterministic inference on a trained swapout network.** The paper's
 # claim: averaging the predictions of sampled networks is more accurate than one pass with
-# the masks replaced by their means, and a few tens of samples suffice. We train **v2(8)
-# W×1** (one unit per stage, 16/32/64 filters, θ = 1, 0.75, 0.5) with the swapout recipe
-# squeezed into a few epochs on a CIFAR-10 subset (the trainer's per-epoch evaluation uses
-# deterministic inference, to stay cheap). Then, on the same test images, we predict once
-# deterministically and draw up to $S$ sampled passes, scoring the average of the first
-# 1, 2, 4, … of them.
+# the masks replaced by their means, and a few tens of samples suffice. The mechanism it
+# names is the mismatch with batch normalization: in training, every BN after a swapout
+# unit learned running statistics of *sampled* activations, whose variance includes the
+# masks' noise; the mean-mask pass feeds it activations with the right mean but too little
+# spread, and the error grows with every sampled unit it crosses.
 #
-# Both predictions are scored on the *same* images, so the noise of their difference is
-# smaller than that of either accuracy: we print its standard error from the per-image
-# differences. The tests run a smaller version (fewer images, epochs and samples).
+# So the miniature needs several sampled units in a row. We train **v2(14) W×1** (two units
+# per stage, 16/32/64 filters, Linear(1, 0.5): θ = 1, 0.9, 0.8, 0.7, 0.6, 0.5, so five units
+# are sampled) with the swapout recipe squeezed into five epochs on 2,048 CIFAR-10 images
+# (the trainer's per-epoch evaluation uses deterministic inference, to stay cheap). An
+# earlier version of this notebook trained v2(8) W×1, with only two sampled units, and
+# measured no gap beyond its noise. Then, on
+# the same 1,000 test images, we predict once deterministically and draw $S = 16$ sampled
+# passes, scoring the average of the first 1, 2, 4, 8 and 16 of them.
+#
+# **The honest measure is paired.** Both predictions are scored on the *same* images, so we
+# take the difference image by image (+1 where only the stochastic prediction is right, −1
+# where only the deterministic one is) and print its mean and standard error; this is far
+# less noisy than two separate accuracies. We also compare the test cross-entropy (the
+# negative log-probability of the true class), image by image: it also credits a prediction
+# that became more confident in the right class without changing the argmax, so it is the
+# more sensitive of the two. About two minutes on two quiet cores; the tests run a smaller
+# version (fewer images, epochs and samples).
 
 # %%
 nb.register_sibling(
-    "swapout_v2_8_w1_quick",
+    "swapout_v2_14_w1_quick",
     like=FULL_MODEL,
     factory=SwapoutResNet,
-    description="Swapout v2(8) Wx1, Linear(1, 0.5), deterministic evaluation while training",
-    depth=8,
+    description="Swapout v2(14) Wx1, Linear(1, 0.5), deterministic evaluation while training",
+    depth=14,
     widen=1,
     inference="deterministic",
 )
@@ -283,27 +296,40 @@ if MODE == "quick":
     settings = {k: v for k, v in QUICK.items() if k != "samples"}
     with tempfile.TemporaryDirectory() as tmp:
         result = nb.quick_train(
-            "swapout_v2_8_w1_quick", device=DEVICE, out=tmp, keep_model=True, **settings
+            "swapout_v2_14_w1_quick", device=DEVICE, out=tmp, keep_model=True, **settings
         )
         config = json.loads((Path(tmp) / "config.json").read_text())
     net = result["net"]
+    print("theta per unit:", " ".join(f"{b.theta1:.2f}" for b in net.blocks))
     data = cdata.load_cifar10()
     ex, ey = cdata.take_subset(data.test_x, data.test_y, QUICK["test_subset"])
     to_input = cdata.AugmentConverter(
         config["normalize_mean"], config["normalize_std"], augment=False
     )
     xs, ts = to_input(list(zip(ex, ey, strict=True)))
+
+    def predict(sample: bool) -> np.ndarray:
+        """Class probabilities of one pass, masks sampled or replaced by their means."""
+        with chainer.using_config("swapout_sample", sample):
+            return np.concatenate(
+                [F.softmax(net.logits(xs[i : i + 500])).array for i in range(0, len(xs), 500)]
+            )
+
     np.random.seed(1)
     with chainer.using_config("train", False), chainer.no_backprop_mode():
-        det_ok = F.softmax(net.logits(xs)).array.argmax(axis=1) == ts
-        with chainer.using_config("swapout_sample", True):
-            sampled = np.stack([F.softmax(net.logits(xs)).array for _ in range(QUICK["samples"])])
+        p_det = predict(False)
+        sampled = np.stack([predict(True) for _ in range(QUICK["samples"])])
+    rows = np.arange(len(ts))
+    det_ok = p_det.argmax(axis=1) == ts
+    det_nll = -np.log(np.maximum(p_det[rows, ts], 1e-12))
     counts = sorted({1, 2, 4, 8, 16, QUICK["samples"]} & set(range(1, QUICK["samples"] + 1)))
     for s in counts:
-        sto_ok = sampled[:s].mean(axis=0).argmax(axis=1) == ts
-        d = sto_ok.astype(float) - det_ok
+        p_sto = sampled[:s].mean(axis=0)
+        d = (p_sto.argmax(axis=1) == ts).astype(float) - det_ok
+        dn = -np.log(np.maximum(p_sto[rows, ts], 1e-12)) - det_nll
+        se, se_n = d.std(ddof=1) / np.sqrt(len(d)), dn.std(ddof=1) / np.sqrt(len(d))
         curve.append(
-            (s, 100 * sto_ok.mean(), 100 * d.mean(), 100 * d.std(ddof=1) / np.sqrt(len(d)))
+            (s, 100 * (det_ok.mean() + d.mean()), 100 * d.mean(), 100 * se, dn.mean(), se_n)
         )
     single = [100 * float((p.argmax(axis=1) == ts).mean()) for p in sampled]
 else:
@@ -314,7 +340,7 @@ if curve:
     n = len(ts)
     acc_det = 100 * det_ok.mean()
     se = nb.accuracy_se(acc_det, n)
-    fig, ax = plt.subplots(figsize=(6.5, 3.4), dpi=80)
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=80)
     ax.plot(
         [c[0] for c in curve],
         [c[1] for c in curve],
@@ -322,17 +348,32 @@ if curve:
         label="stochastic: mean of S sampled passes",
     )
     ax.axhline(acc_det, color="C3", label="deterministic: masks replaced by θ")
-    ax.axhspan(
-        acc_det - se, acc_det + se, color="C3", alpha=0.15, label="± 1 standard error (n images)"
-    )
+    ax.axhspan(acc_det - se, acc_det + se, color="C3", alpha=0.15, label="± 1 s.e. of one accuracy")
     ax.scatter(
         [1] * len(single), single, s=10, color="grey", alpha=0.6, label="single sampled passes"
     )
     ax.set_xscale("log", base=2)
     ax.set(xlabel="sampled passes averaged, S", ylabel="test accuracy (%)")
-    ax.set_title(f"trained swapout v2(8) W×1, {n} CIFAR-10 test images", fontsize=10)
-    ax.grid(alpha=0.3)
+    ax.set_title(f"trained swapout v2(14) W×1, {n} CIFAR-10 test images", fontsize=10)
     ax.legend(fontsize=8)
+    ax2.errorbar(
+        [c[0] for c in curve],
+        [c[4] for c in curve],
+        yerr=[2 * c[5] for c in curve],
+        marker="o",
+        capsize=3,
+        label="stochastic − deterministic, ± 2 s.e.",
+    )
+    ax2.axhline(0, color="grey", lw=0.8)
+    ax2.set_xscale("log", base=2)
+    ax2.set(
+        xlabel="sampled passes averaged, S",
+        ylabel="Δ test cross-entropy (nats/image)",
+    )
+    ax2.set_title("paired change in cross-entropy (below 0: stochastic better)", fontsize=10)
+    ax2.legend(fontsize=8)
+    for a_ in (ax, ax2):
+        a_.grid(alpha=0.3)
     plt.show()
     nb.show_md(
         nb.md_table(
@@ -340,19 +381,40 @@ if curve:
                 "S",
                 "stochastic (%)",
                 "stochastic − deterministic (points)",
-                "± s.e. of the paired gap",
+                "± s.e. (paired)",
+                "Δ cross-entropy (nats)",
+                "± s.e. (paired)",
             ],
-            [[s, f"{a:.1f}", f"{g:+.1f}", f"{e:.1f}"] for s, a, g, e in curve],
+            [
+                [s, f"{a:.1f}", f"{g:+.2f}", f"{e:.2f}", f"{gn:+.4f}", f"{en:.4f}"]
+                for s, a, g, e, gn, en in curve
+            ],
         )
     )
     print(f"deterministic inference: {acc_det:.1f}%")
     nb.noise_level(acc_det, n)
-    s, a, g, e = curve[-1]
+    s, a, g, e, gn, en = curve[-1]
+    shows = g > 2 * e or gn < -2 * en
+    reverse = g < -2 * e or gn > 2 * en
     print(
-        f"Look at the last row: with S = {s} the sampled average is {g:+.1f} points from the "
-        f"deterministic pass, {abs(g) / e:.1f} standard errors of the paired gap; the paper's "
-        f"claim is that this gap is positive. Single sampled passes (grey dots) average "
-        f"{np.mean(single):.1f}%: what the stochastic curve adds to them is the averaging."
+        f"Look at the last row: with S = {s} the sampled average is {g:+.2f} ± {e:.2f} points "
+        f"from the deterministic pass ({g / e:+.1f} standard errors of the paired gap) and "
+        f"changes the cross-entropy by {gn:+.4f} ± {en:.4f} nats ({gn / en:+.1f} s.e.). "
+        f"The paper's claim is a positive accuracy gap and a lower cross-entropy. "
+        + (
+            "At this scale the claim shows: more than two standard errors in its favour."
+            if shows and not reverse
+            else "At this scale the opposite shows: the deterministic pass is better by more "
+            "than two standard errors."
+            if reverse and not shows
+            else "At this scale the claim does not show: neither gap is two standard errors "
+            "in its favour, so stochastic and deterministic inference are indistinguishable "
+            "here."
+            if not shows
+            else "The two measures disagree by more than two standard errors each: no verdict."
+        )
+        + f" Single sampled passes (grey dots) average {np.mean(single):.1f}%: what the "
+        "stochastic curve adds to them is the averaging."
     )
 
 # %% [markdown]
@@ -378,9 +440,12 @@ run = nb.reproduction(FULL_MODEL)
 # from those the layers saw in training, and the error compounds from unit to unit.
 #
 # The cost is at test time: $S$ forward passes per image instead of one (30 in the paper).
-# The gap shrinks when $\theta$ is close to 1 (little is sampled) and can vanish or reverse
-# for a short training run, where the network has not yet become robust to its own
-# sampling; the experiment above shows it at the scale a CPU allows.
+# The gap shrinks when $\theta$ is close to 1 (little is sampled) or when few units are
+# sampled: the global average pooling before the classifier averages the masks' noise over
+# every position of the last feature map, so a network with only one or two sampled units
+# predicts almost the same way with or without sampling. It can also vanish for a short
+# training run, where the network has not yet become robust to its own sampling; the
+# experiment above measures it at the scale a CPU allows.
 
 # %% [markdown]
 # ## What to take away
@@ -389,9 +454,11 @@ run = nb.reproduction(FULL_MODEL)
 #   stochastic depth and ResNets are special cases.
 # * The masks are not rescaled in training; Linear(1, 0.5) keeps the first unit intact and
 #   samples the last one most.
-# * The paper predicts by averaging sampled passes rather than by one pass with mean masks.
-#   After our short CPU run the two agree within the noise (the experiment): the advantage
-#   the paper reports belongs to a fully trained network and is not visible at this scale.
+# * The paper predicts by averaging sampled passes rather than by one pass with mean masks,
+#   because mean masks do not match the statistics batch normalization learned in training.
+#   Whether that shows after a short CPU run is measured, not assumed: the experiment prints
+#   the paired gap in accuracy and in cross-entropy with their standard errors and says
+#   whether either is two standard errors in the paper's favour.
 # * The price is $S$ forward passes per test image.
 
 # %% [markdown]
