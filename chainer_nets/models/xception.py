@@ -209,6 +209,9 @@ class Widths(NamedTuple):
     exit: tuple[int, int, int] = (1024, 1536, 2048)
 
 
+FIGURE_5 = Widths()
+
+
 class Xception(chainer.Chain):
     """Xception (Figure 5): entry flow, middle flow, exit flow, logistic regression."""
 
@@ -216,7 +219,7 @@ class Xception(chainer.Chain):
         self,
         n_classes: int = 1000,
         layout: Layout = IMAGENET_LAYOUT,
-        widths: Widths = Widths(),
+        widths: Widths = FIGURE_5,
         dropout: float = DROPOUT,
         inner: Callable[[chainer.Variable], chainer.Variable] | None = None,
     ) -> None:
