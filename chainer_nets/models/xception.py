@@ -54,7 +54,6 @@ included, is the ImageNet network.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import chainer
@@ -68,14 +67,16 @@ from chainer_nets.registry import Paper
 ARXIV = "1610.02357"
 PAPER = "Xception: Depthwise Separable Convolutions"
 DROPOUT = 0.5  # Section 4.3: before the logistic regression layer (ImageNet)
+#: What Figure 10 tries between the depthwise and the pointwise convolution (Xception: nothing).
+INNER_ACTIVATIONS = {"relu": F.relu, "elu": F.elu}
 
 
 class SeparableConv2D(chainer.Chain):
     r"""Depthwise 3x3 convolution then pointwise 1x1 convolution, nothing in between:
     :math:`\mathrm{Sep}(\mathbf{x}) = P\,(D \circledast \mathbf{x})`, no biases.
 
-    ``inner`` puts a function between the two (ReLU or ELU in the paper's Figure 10); the
-    paper's Xception, and every registered model, has none."""
+    ``inner`` (``"relu"`` or ``"elu"``) puts that activation between the two, as in the
+    paper's Figure 10; the paper's Xception, and every registered model, has none."""
 
     def __init__(
         self,
@@ -83,9 +84,11 @@ class SeparableConv2D(chainer.Chain):
         out_ch: int,
         ksize: int = 3,
         stride: int = 1,
-        inner: Callable[[chainer.Variable], chainer.Variable] | None = None,
+        inner: str | None = None,
     ) -> None:
         super().__init__()
+        if inner is not None and inner not in INNER_ACTIVATIONS:
+            raise ValueError(f"inner must be None or one of {sorted(INNER_ACTIVATIONS)}")
         self.inner = inner
         with self.init_scope():
             # one group per channel: W is (C, 1, k, k); the fan of each filter is its k*k taps
@@ -105,7 +108,7 @@ class SeparableConv2D(chainer.Chain):
         """:math:`P(D \\circledast x)` (with ``inner`` applied in between if one was given)."""
         h = self.depthwise(x)
         if self.inner is not None:
-            h = self.inner(h)
+            h = INNER_ACTIVATIONS[self.inner](h)
         return self.pointwise(h)
 
 
@@ -114,7 +117,9 @@ class SepBN(chainer.Chain):
     (the paper's "ReLU - SeparableConv" boxes; BN is not drawn in Figure 5 but follows every
     convolution)."""
 
-    def __init__(self, in_ch: int, out_ch: int, pre_relu: bool = True, inner=None) -> None:
+    def __init__(
+        self, in_ch: int, out_ch: int, pre_relu: bool = True, inner: str | None = None
+    ) -> None:
         super().__init__()
         self.pre_relu = pre_relu
         with self.init_scope():
@@ -150,7 +155,7 @@ class EntryModule(chainer.Chain):
         mid: int | None = None,
         pre_relu: bool = True,
         stride: int = 2,
-        inner=None,
+        inner: str | None = None,
     ) -> None:
         super().__init__()
         mid = out_ch if mid is None else mid
@@ -174,7 +179,7 @@ class MiddleModule(chainer.Chain):
     :math:`\mathbf{y} = \mathbf{x} + \mathcal{F}(\mathbf{x})`,
     :math:`\mathcal{F} = (\mathrm{BN}\circ\mathrm{Sep}\circ\mathrm{ReLU})^{3}`."""
 
-    def __init__(self, channels: int, inner=None) -> None:
+    def __init__(self, channels: int, inner: str | None = None) -> None:
         super().__init__()
         with self.init_scope():
             self.seps = chainer.ChainList(*[SepBN(channels, channels, True, inner) for _ in "abc"])
@@ -221,7 +226,7 @@ class Xception(chainer.Chain):
         layout: Layout = IMAGENET_LAYOUT,
         widths: Widths = FIGURE_5,
         dropout: float = DROPOUT,
-        inner: Callable[[chainer.Variable], chainer.Variable] | None = None,
+        inner: str | None = None,
     ) -> None:
         super().__init__()
         self.dropout = dropout
