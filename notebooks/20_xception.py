@@ -44,8 +44,8 @@
 MODE = "quick"
 DEVICE = "@numpy"
 FULL_MODEL = "xception"
-QUICK = dict(train_subset=1024, test_subset=500, epochs=3, batch_size=32, lr=0.045)
-CI = dict(train_subset=256, test_subset=200, epochs=1)  # the tests train less
+QUICK = dict(train_subset=1024, test_subset=500, epochs=2, batch_size=32, lr=0.045)
+CI = dict(train_subset=128, test_subset=100, epochs=1)  # the tests train less
 
 # %%
 import sys

@@ -15,9 +15,9 @@ with :math:`9C + CO` weights instead of the :math:`9CO` of a regular 3x3 convolu
 paper's Figure 10 finds that a ReLU or ELU there makes ImageNet training slower and worse
 (:class:`SeparableConv2D`; its ``inner`` argument exists only to repeat that comparison).
 
-Xception (Figure 5) is 36 such convolutional layers in 14 modules, all with linear residual
-connections except the first and the last, every convolution followed by batch
-normalization:
+Xception (Figure 5) has 36 convolutional layers (the stem's two regular ones, then 34
+separable ones) in 14 modules, all with linear residual connections except the first and
+the last, every convolution followed by batch normalization:
 
 * entry flow: 3x3/2 convolution to 32, 3x3 to 64; three modules of two separable
   convolutions (128, 256, 728 channels) and a 3x3/2 max-pool, added to a 1x1/2 convolution
