@@ -259,13 +259,13 @@ _ = nb.show_recipe("xception")
 # Inception module's towers (many channels each) it helps.
 #
 # In miniature: the same network code with the CIFAR-10 layout and Figure 5 scaled down
-# (stem 16/32, entry 32/64/128, two middle modules, exit 160/192/256), three times — no
+# (stem 8/16, entry 16/32/64, two middle modules, exit 96/128/192), three times — no
 # activation, ReLU, ELU between the two parts of every separable convolution — trained
 # identically (same seed, same images, the recipe squeezed into a few epochs) on a
 # CIFAR-10 subset. CI runs fewer images.
 
 # %%
-MINI = xc.Widths(stem=(16, 32), entry=(32, 64, 128), middle_repeats=2, exit=(160, 192, 256))
+MINI = xc.Widths(stem=(8, 16), entry=(16, 32, 64), middle_repeats=2, exit=(96, 128, 192))
 variants = {"none (Xception)": None, "ReLU": "relu", "ELU": "elu"}
 for label, inner in variants.items():
     nb.register_sibling(
