@@ -181,7 +181,7 @@ _paper.register(
     # The 2016 table's figure (weights only; its network had the same layers), not the paper's.
     paper_params="43.9",
     params_counting="weights",
-    description="model A's layers at 32x32: 7x7/2 stem without the 3x3/3 pool, "
+    description="model A's layers at 32x32: 7x7/2 stem without the 2x2/2 pool after it, "
     "global average pooling instead of SPP, FC 4096-4096-10 (no CIFAR-10 result in the paper); "
     "its parameter figure is the 2016 table's",
 )
