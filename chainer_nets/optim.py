@@ -7,9 +7,11 @@ root mean square,
 .. math::  m \leftarrow \rho\, m + (1 - \rho)\, g^2, \qquad
            \theta \leftarrow \theta - \eta\, g / \sqrt{m + \epsilon},
 
-with :math:`\epsilon` *inside* the square root, as TensorFlow's ``RMSPropOptimizer`` (the
-``ApplyRMSProp`` kernel the paper's authors trained with) has it. Chainer's ``RMSprop`` adds
-:math:`\epsilon` outside, :math:`g / (\sqrt m + \epsilon)`, unless ``eps_inside_sqrt=True``,
+with :math:`\epsilon` *inside* the square root, as TensorFlow's ``RMSPropOptimizer`` has it
+(https://github.com/tensorflow/tensorflow, ``tensorflow/python/training/rmsprop.py``), the
+optimizer of the public Inception training script (https://github.com/tensorflow/models,
+``research/inception/inception/inception_train.py``: decay 0.9, momentum 0.9, epsilon 1.0).
+Chainer's ``RMSprop`` adds :math:`\epsilon` outside, :math:`g / (\sqrt m + \epsilon)`, unless ``eps_inside_sqrt=True``,
 which is what is used here. With :math:`\epsilon = 1` the choice matters: for a mean square
 :math:`m = 1` a step is :math:`0.71\,\eta g` inside and :math:`0.5\,\eta g` outside. Two
 differences from TensorFlow remain and are listed in the recipe: Chainer's rule has no momentum
