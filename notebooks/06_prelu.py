@@ -294,7 +294,7 @@ if MODE == "quick":
               f"(mean of {SEEDS} seeds), test accuracy {acc[k].mean():.1f}%")  # fmt: skip
     nb.noise_level(float(np.mean([*acc["PReLU"], *acc["ReLU"]])), runs["ReLU"][0]["test_images"])
     print(
-        f"Noise level: the last epoch's training loss of ReLU minus PReLU is {gap.tolist()} over the "
+        f"Noise level: the last epoch's training loss of ReLU minus PReLU is {np.round(gap, 3).tolist()} over the "
         f"seeds; a difference smaller than its spread ({gap.std():.3f}) or than the seed-to-seed "
         f"spread of either loss ({loss['ReLU'][:, -1].std():.3f}, {loss['PReLU'][:, -1].std():.3f}) "
         "is not an effect."
@@ -318,9 +318,9 @@ if MODE == "quick":
     )
     first, deep = slopes[:, 0].mean(), slopes[:, -2:].mean()
     print(
-        f"First convolution: {first:.3f}; the last two: {deep:.3f} — the first layer's slopes are "
-        f"{'larger' if first > deep else 'not larger'} than the deep ones', as in the paper's Table 1 "
-        f"(there after full training)."
+        f"First convolution: {first:.3f}; the last two: {deep:.3f}. Here the first layer's slopes are "
+        f"{'larger' if first > deep else 'not larger'} than the deep ones'; in the paper's Table 1, "
+        "after full training on ImageNet, they are larger."
     )
 else:
     full = nb.full_train(FULL_MODEL, DEVICE)
