@@ -167,7 +167,8 @@ nb.draw_block(
 # %% [markdown]
 # ## The network and its parameter count
 #
-# The stem of GoogLeNet without LRN, then ten modules (3a–3c, 4a–4e, 5a–5b) whose widths are
+# The stem of GoogLeNet without LRN, its first convolution separable (a depthwise 7×7/2 with 8
+# filters per input channel, then a 1×1 to 64 maps, as the paper's appendix states), then ten modules (3a–3c, 4a–4e, 5a–5b) whose widths are
 # `FIGURE5`; 3c and 4e halve the grid themselves. Global average pooling and a linear layer,
 # no dropout. The CIFAR-10 adaptation changes the stem only (`CIFAR_STEM`).
 

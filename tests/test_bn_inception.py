@@ -13,9 +13,9 @@ from chainer_nets.recipes import get_recipe
 from chainer_nets.registry import count_params
 
 # Exact counts (all parameters: convolution and linear weights, linear bias, BN scale and shift).
-EXACT = {"bn_inception_imagenet": 11_285_224, "bn_inception": 10_262_794}
+EXACT = {"bn_inception_imagenet": 11_278_528, "bn_inception": 10_262_818}
 # Convolution and linear weights only (no BN, no bias) of the ImageNet configuration.
-IMAGENET_WEIGHTS = 11_264_192
+IMAGENET_WEIGHTS = 11_257_496
 
 
 @pytest.mark.parametrize("name", sorted(EXACT))
@@ -54,8 +54,37 @@ def test_modified_inception_structure() -> None:
         assert module.d2.conv.stride == module.b3.conv.stride == (b.FIGURE5[name].stride,) * 2
     names = [n for n, _ in model.namedparams()]
     assert not any(n.endswith("conv/b") for n in names)
-    assert sum(n.endswith("bn/gamma") for n in names) == sum(n.endswith("conv/W") for n in names)
+    # every convolution has its BN; the separable first one has a single BN after both parts
+    assert (
+        sum(n.endswith("bn/gamma") for n in names) == sum(n.endswith("conv/W") for n in names) + 1
+    )
     assert [w.pool for w in b.FIGURE5.values()].count("max") == 3  # 3c, 4e, 5b
+
+
+@pytest.mark.parametrize("stem", [b.IMAGENET_STEM, b.CIFAR_STEM])
+def test_first_convolution_is_separable_with_depth_multiplier_8(stem: b.Stem) -> None:
+    """Depthwise k x k (8 filters per input channel, grouped by channel), then 1x1 to 64."""
+    conv1 = b.BNInceptionNet(10, stem).conv1
+    assert isinstance(conv1, b.SeparableConvBN) and b.DEPTH_MULTIPLIER == 8
+    k = stem.first_ksize
+    assert conv1.depthwise.W.shape == (24, 1, k, k) and conv1.depthwise.groups == 3
+    assert conv1.depthwise.stride == (stem.first_stride,) * 2
+    assert conv1.pointwise.W.shape == (64, 24, 1, 1)
+    # output channel j of the depthwise part sees input channel j // 8 only
+    x = np.zeros((1, 3, 9, 9), np.float32)
+    x[0, 1] = np.random.RandomState(0).randn(9, 9)
+    y = conv1.depthwise(x).array
+    assert np.abs(y[0, 8:16]).sum() > 0 and not y[0, :8].any() and not y[0, 16:].any()
+    # and the whole layer is ReLU(BN(.)) of the 1x1 mix of those 24 maps
+    with chainer.using_config("train", False):
+        z = F.convolution_2d(y, conv1.pointwise.W).array
+        np.testing.assert_allclose(conv1(x).array, F.relu(conv1.bn(z)).array, rtol=1e-5, atol=1e-6)
+
+
+def test_imagenet_first_layer_weights() -> None:
+    """7^2 * 3 * 8 + 24 * 64 = 2,712 weights instead of a full 7x7 convolution's 9,408."""
+    conv1 = get_model("bn_inception_imagenet").conv1
+    assert conv1.depthwise.W.size + conv1.pointwise.W.size == 2_712 == 7 * 7 * 3 * 8 + 24 * 64
 
 
 def test_imagenet_shapes() -> None:

@@ -87,6 +87,22 @@ def test_head_is_global_average_of_the_class_maps() -> None:
         assert (maps >= 0).all()  # a ReLU follows the 10-map layer too
 
 
+def test_dropout_after_the_first_two_pools_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Caffe definition: dropout 0.5 on pool1 (96 maps, 16x16) and pool2 (192, 8x8)."""
+    from chainer_nets.models import nin
+
+    seen = []
+    real = chainer.functions.dropout
+
+    def spy(x: chainer.Variable, ratio: float = 0.5, **kw: object) -> chainer.Variable:
+        seen.append((x.shape[1:], ratio))
+        return real(x, ratio, **kw)
+
+    monkeypatch.setattr(nin.F, "dropout", spy)
+    NIN()(np.zeros((1, 3, 32, 32), np.float32))
+    assert seen == [((96, 16, 16), 0.5), ((192, 8, 8), 0.5)]
+
+
 def test_dropout_only_in_training() -> None:
     net = NIN()
     x = np.random.RandomState(2).randn(2, 3, 32, 32).astype(np.float32)

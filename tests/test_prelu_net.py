@@ -28,13 +28,49 @@ IMAGENET = {
     "prelu_net_b_imagenet": 183_343_048,
     "prelu_net_c_imagenet": 330_623_944,
 }
+#: Table 3's last row: multiply-adds of one 224x224 image, in units of 10^10.
+TABLE3_COMPLEXITY = {
+    "prelu_net_a_imagenet": 1.90,
+    "prelu_net_b_imagenet": 2.32,
+    "prelu_net_c_imagenet": 5.30,
+}
+
+
+class MultiplyAdds(chainer.LinkHook):
+    """Counts the multiply-adds of the convolutions and fully connected layers of a forward pass."""
+
+    name = "multiply_adds"
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.conv_sizes: list[int] = []
+
+    def forward_postprocess(self, args: chainer.link_hook._ForwardPostprocessCallbackArgs) -> None:
+        if isinstance(args.link, L.Convolution2D):
+            self.total += args.link.W.size * args.out.shape[2] * args.out.shape[3]
+            self.conv_sizes.append(args.out.shape[2])
+        elif isinstance(args.link, L.Linear):
+            self.total += args.link.W.size
 
 
 @pytest.mark.parametrize("name", sorted(IMAGENET))
-def test_imagenet_counts(name: str) -> None:
+def test_imagenet_counts_and_table3_complexity(name: str) -> None:
+    """Pinned parameter counts; one 224x224 image costs Table 3's multiply-adds.
+
+    The maps are 112 after the 7x7/2 convolution and 56, 28, 14 in the stages (2x2/2 pools);
+    a 3x3/3 pool after the first convolution would give less than half the table's figure.
+    """
     info = get_model_info(name)
     assert info.dataset == "imagenet" and info.paper_params is None  # the paper prints none
-    assert count_params(info.build()) == IMAGENET[name]
+    net = info.build()
+    assert count_params(net) == IMAGENET[name]
+    hook = MultiplyAdds()
+    x = np.zeros((1, 3, 224, 224), dtype=np.float32)
+    with chainer.using_config("train", False), chainer.no_backprop_mode(), hook:
+        assert net(x).shape == (1, 1000)
+    assert sorted(set(hook.conv_sizes)) == [14, 28, 56, 112]
+    tol = 0.01 if name.endswith("c_imagenet") else 0.005  # we compute 5.35 for C
+    assert hook.total / 1e10 == pytest.approx(TABLE3_COMPLEXITY[name], rel=tol)
 
 
 def test_cifar_count_and_the_2016_figure() -> None:
@@ -52,6 +88,7 @@ def test_table3_layers() -> None:
     assert MODELS["C"][1] == (384, 768, 896)
     net = PReLUNet("A", cifar=False)
     assert net.stem.conv.W.shape == (96, 3, 7, 7) and net.stem.conv.stride == (2, 2)
+    assert net.stem.conv.pad == (3, 3)  # 224 -> 112, as Table 3's map sizes
     assert net.fc1.W.shape == (4096, 512 * (49 + 9 + 4 + 1))
 
 
@@ -97,14 +134,6 @@ def test_spp_bins_and_values() -> None:
     assert spatial_pyramid_pooling(rng.randn(1, 3, 13, 11).astype(np.float32)).shape == (1, 189)
 
 
-def test_one_imagenet_image_forward() -> None:
-    """Model A at 224x224 gives 1000 scores (one image, no backward)."""
-    net = PReLUNet("A", cifar=False)
-    x = np.zeros((1, 3, 224, 224), dtype=np.float32)
-    with chainer.using_config("train", False), chainer.no_backprop_mode():
-        assert net(x).shape == (1, 1000)
-
-
 def test_no_weight_decay_on_slopes() -> None:
     """One step with zero gradient: weights shrink by lr * wd, slopes stay at 0.25."""
     net = chainer.Sequential(ConvPReLU(3, 4, 3, 1, 1))
@@ -139,8 +168,11 @@ def test_slope_gets_its_gradient_step() -> None:
 def test_cifar_forward_backward() -> None:
     net = get_model("prelu_net_a")
     x = np.random.RandomState(1).randn(2, 3, 32, 32).astype(np.float32)
-    y = net(x)
+    hook = MultiplyAdds()
+    with hook:
+        y = net(x)
     assert y.shape == (2, 10)
+    assert sorted(set(hook.conv_sizes)) == [4, 8, 16]  # no pool after the stem at 32x32
     loss = chainer.functions.softmax_cross_entropy(y, np.array([2, 5], dtype=np.int32))
     net.cleargrads()
     loss.backward()

@@ -39,6 +39,22 @@ Chainer's max pooling does too (``cover_all``), its average pooling rounds down,
 so :func:`caffe_average_pooling` recomputes Caffe's (the last window is clipped
 to the image and averaged over what it covers): 16 -> 8, not 7.
 
+What was checked, against which source:
+
+* the paper, arXiv 1312.4400 (https://arxiv.org/abs/1312.4400), Sections 3-4: mlpconv
+  layers of a convolution and 1x1 layers with ReLU, dropout after every mlpconv layer but
+  the last, global average pooling instead of fully connected layers, the Table 1 errors.
+* the authors' model-zoo definition ``train_val.prototxt`` of gist
+  ``mavenlin/e56253735ef32c3c296d`` (https://gist.github.com/mavenlin/e56253735ef32c3c296d;
+  read in its copy https://github.com/natanielruiz/net-archive, ``nin-cifar10/``), layer by
+  layer: conv1 5x5/192 pad 2, cccp1 160, cccp2 96, pool1 MAX 3/2, dropout 0.5; conv2 5x5/192
+  pad 2, cccp3 192, cccp4 192, pool2 AVE 3/2, dropout 0.5; conv3 3x3/192 pad 1, cccp5 192,
+  cccp6 10; a ReLU after each of the nine convolutions (cccp6 included); pool3 AVE 8/1 over
+  the 8x8 maps, i.e. global average pooling; softmax loss. All of it is the table above. Its
+  solver (lr 0.1, momentum 0.9, weight decay 1e-4, lr / 10 at 100k of 120k iterations, batch
+  128) is the recipe's; the per-layer learning-rate and decay multipliers are listed there as
+  departures.
+
 Paper errors (Table 1): 10.41% with dropout, 8.81% with dropout and data
 augmentation (translation and flipping); both are registered (``nin`` and
 ``nin_aug``), with their recipes. ``nin_bn`` is the 2016 Chainer code's batch-

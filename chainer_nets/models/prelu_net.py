@@ -21,7 +21,7 @@ ReLU layer. Chainer's ``HeNormal`` (fan in) is exactly this distribution;
 ImageNet models (Table 3), no batch normalization:
 
 =======  ==========================================================================
-A (19)   conv 7x7/2 96, max pool 3x3/3; 5 x conv3x3 256; pool 2x2/2; 5 x conv3x3 512;
+A (19)   conv 7x7/2 96; pool 2x2/2; 5 x conv3x3 256; pool 2x2/2; 5 x conv3x3 512;
          pool 2x2/2; 5 x conv3x3 512; SPP {7x7, 3x3, 2x2, 1x1}; FC 4096, 4096, 1000
 B (22)   A with 6 convolutions per stage
 C (22)   B with widths 384 / 768 / 896
@@ -29,18 +29,36 @@ C (22)   B with widths 384 / 768 / 896
 
 Every layer, the fully connected ones included, is followed by a PReLU; dropout
 0.5 after each FC-4096. The spatial pyramid pool divides the last map into 7x7,
-3x3, 2x2 and 1x1 bins and max-pools each, so the first FC layer has
-:math:`(49 + 9 + 4 + 1) \cdot C` inputs whatever the image size. The paper
-prints no parameter count, so none is pinned against it; the tests pin our
-counts. The convolution padding (none on the 7x7, 1 on the 3x3s) is ours: it
-changes map sizes, not parameters.
+3x3, 2x2 and 1x1 bins and max-pools each (63 bins), so the first FC layer has
+:math:`(49 + 9 + 4 + 1) \cdot C` inputs whatever the image size. The maps are
+224 -> 112 (the 7x7/2 convolution, padded by 3) -> 56, 28, 14 (the three
+stages, each after a 2x2/2 max pool): model A is VGG-19 with its four
+convolutions at 224 and 112 replaced by one 7x7/2 layer and three more 3x3
+layers at 56, 28 and 14. The paper prints no parameter count, so none is pinned
+against it; the tests pin our counts.
 
-CIFAR-10 adaptation, in one place (``cifar=True`` in :class:`PReLUNet`): as the
-2016 Chainer code did, global average pooling replaces SPP (it had up-sampled
-CIFAR-10 to 224x224 and put a 2x2/2 pool before each stage). At 32x32 we keep
-the 7x7/2 stem (32 -> 16) and drop the 3x3/3 pool, which would leave 5x5 after
-the stem and 1x1 after two more pools; the stages run at 16, 8 and 4 pixels.
-The FC head (4096, 4096, 10, PReLU and dropout) stays.
+What was checked, against which source:
+
+* the paper, arXiv 1502.01852 (https://arxiv.org/abs/1502.01852), Table 3 and
+  Section 3.3. The layout is confirmed by the table's last row: its
+  complexity, 1.90 / 2.32 / 5.30 x 10^10 multiply-adds for A / B / C at
+  224x224, is what this layout computes (1.906 / 2.322 / 5.346; the tests
+  recompute it from a forward pass). A 3x3/3 pool after the first
+  convolution, which an earlier version of this module had, gives 0.83 / 1.00
+  / 2.29 and cannot be the table's. The widths (96; 256/512/512 for A and B,
+  384/768/896 for C), the 5 or 6 convolutions per stage, the SPP levels
+  {7, 3, 2, 1}, the FC sizes 4096, 4096, 1000 and the depths 19 / 22 / 22 are
+  Table 3's.
+* the 2016 Chainer implementation (https://github.com/nutszebra/prelu_net,
+  ``prelu.py``): the same stem (7x7/2, padding 3) and a 2x2/2 max pool before
+  each of the three stages, global average pooling where the paper has SPP.
+
+CIFAR-10 adaptation, in one place (``cifar=True`` in :class:`PReLUNet`): global
+average pooling replaces SPP, as the 2016 Chainer code did (it had up-sampled
+CIFAR-10 to 224x224 and kept the paper's pools). At 32x32 we keep the 7x7/2
+stem (32 -> 16) and drop the pool after it, which would leave the last stage
+only 2x2 pixels; the stages run at 16, 8 and 4 pixels. The FC head (4096, 4096,
+10, PReLU and dropout) stays.
 """
 
 from __future__ import annotations
@@ -115,8 +133,8 @@ class PReLUNet(chainer.Chain):
             n_classes = 10 if cifar else 1000
         self.cifar = cifar
         depth, widths = MODELS[model]
-        # The 32x32 adaptation: padded stem, no 3x3/3 pool, GAP instead of SPP (see module).
-        stem = ConvPReLU(3, STEM_WIDTH, 7, 2, 3 if cifar else 0)
+        # The 32x32 adaptation: no pool after the stem, GAP instead of SPP (see module).
+        stem = ConvPReLU(3, STEM_WIDTH, 7, 2, 3)
         stages, in_ch = [], STEM_WIDTH
         for width in widths:
             layers = [ConvPReLU(in_ch if i == 0 else width, width, 3, 1, 1) for i in range(depth)]
@@ -133,12 +151,10 @@ class PReLUNet(chainer.Chain):
             self.fc3 = L.Linear(FC_WIDTH, n_classes, initialW=he_normal())
 
     def forward(self, x: chainer.Variable) -> chainer.Variable:
-        """Stem, three stages with 2x2/2 pools between them, pooling, the FC head."""
+        """Stem, three stages each after a 2x2/2 max pool (not the first at 32x32), SPP/GAP, FC."""
         h = self.stem(x)
-        if not self.cifar:
-            h = F.max_pooling_2d(h, 3, 3, cover_all=False)
         for i, stage in enumerate(self.stages):
-            if i > 0:
+            if i > 0 or not self.cifar:
                 h = F.max_pooling_2d(h, 2, 2)
             h = stage(h)
         h = F.mean(h, axis=(2, 3)) if self.cifar else spatial_pyramid_pooling(h)
@@ -164,7 +180,7 @@ _paper.register(
     # The 2016 table's figure (weights only; its network had the same layers), not the paper's.
     paper_params="43.9",
     params_counting="weights",
-    description="model A's layers at 32x32: 7x7/2 stem without the 3x3/3 pool, "
+    description="model A's layers at 32x32: 7x7/2 stem without the 2x2/2 pool after it, "
     "global average pooling instead of SPP, FC 4096-4096-10 (no CIFAR-10 result in the paper); "
     "its parameter figure is the 2016 table's",
 )

@@ -31,7 +31,7 @@ class Recipe:
 
     name: str
     paper: str
-    optimizer: str  # "momentum_sgd" or "nesterov"
+    optimizer: str  # "momentum_sgd", "nesterov" or "rmsprop"
     lr: float
     weight_decay: float
     batch_size: int
@@ -40,6 +40,8 @@ class Recipe:
     milestones: tuple[float, ...]
     gamma: float
     momentum: float = 0.9
+    rmsprop_decay: float | None = None  # RMSProp's decay of the mean square (rmsprop only)
+    rmsprop_epsilon: float | None = None  # added to the mean square inside the square root
     warmup_lr: float | None = None
     warmup_iterations: int = 0
     decay: str = "step"  # "step" (milestones, gamma) or "linear" (to zero at the end)
@@ -48,9 +50,11 @@ class Recipe:
 
     def summary(self) -> str:
         """One line: optimizer, lr schedule, weight decay, batch and length."""
-        opt = {"momentum_sgd": "SGD", "nesterov": "Nesterov SGD"}.get(
-            self.optimizer, self.optimizer
-        )
+        if self.optimizer == "rmsprop":
+            opt = f"RMSProp decay {self.rmsprop_decay:g} eps {self.rmsprop_epsilon:g}"
+        else:
+            name = {"momentum_sgd": "SGD", "nesterov": "Nesterov SGD"}[self.optimizer]
+            opt = f"{name} {self.momentum:g}"
         steps = ",".join(f"{m:g}" for m in self.milestones)
         unit = "ep" if self.unit == "epoch" else "it"
         decay = "linearly to 0" if self.decay == "linear" else f"x{self.gamma:g}@{steps} {unit}"
@@ -60,7 +64,7 @@ class Recipe:
             else ""
         )
         return (
-            f"{opt} {self.momentum:g}, lr {self.lr:g} {decay}{warm}, "
+            f"{opt}, lr {self.lr:g} {decay}{warm}, "
             f"wd {self.weight_decay:g}, batch {self.batch_size}, {self.length} {unit}"
         )
 
@@ -70,6 +74,10 @@ class Recipe:
         # an epoch of N images at batch B ends at iteration ceil(k * N / B)
         stop = math.ceil(self.length * per_unit - 1e-9)
         return stop, tuple(int(round(m * per_unit)) for m in self.milestones)
+
+
+#: The optimizers a recipe may name.
+OPTIMIZERS = ("momentum_sgd", "nesterov", "rmsprop")
 
 
 class UnknownRecipeError(KeyError):
@@ -101,6 +109,17 @@ def get_recipe(name: str) -> Recipe:
     warm = raw.pop("warmup", {})
     if raw.get("decay", "step") not in ("step", "linear"):
         raise ValueError(f"recipe {name!r}: decay must be 'step' or 'linear', got {raw['decay']!r}")
+    if raw["optimizer"] not in OPTIMIZERS:
+        raise ValueError(
+            f"recipe {name!r}: unknown optimizer {raw['optimizer']!r}; known: {', '.join(OPTIMIZERS)}"
+        )
+    rms = ("rmsprop_decay", "rmsprop_epsilon")
+    if (raw["optimizer"] == "rmsprop") != all(k in raw for k in rms) or (
+        raw["optimizer"] != "rmsprop" and any(k in raw for k in rms)
+    ):
+        raise ValueError(
+            f"recipe {name!r}: {' and '.join(rms)} are set with optimizer = 'rmsprop' only, and both"
+        )
     return Recipe(
         name=name,
         paper=raw["paper"],
@@ -113,6 +132,8 @@ def get_recipe(name: str) -> Recipe:
         milestones=tuple(raw.get("milestones", ())),
         gamma=float(raw.get("gamma", 0.1)),
         momentum=float(raw.get("momentum", 0.9)),
+        rmsprop_decay=float(raw["rmsprop_decay"]) if "rmsprop_decay" in raw else None,
+        rmsprop_epsilon=float(raw["rmsprop_epsilon"]) if "rmsprop_epsilon" in raw else None,
         warmup_lr=warm.get("lr"),
         warmup_iterations=int(warm.get("iterations", 0)),
         decay=raw.get("decay", "step"),
