@@ -368,17 +368,17 @@ if MODE == "quick":
         f"points more than the additive one ({g / e:+.1f} standard errors); its downsampling "
         f"units cost {gs:+.1f} ± {es:.1f} points more than its others ({gs / es:+.1f} s.e.). "
         + (
-            "Both are more than two standard errors: the paper's point shows in miniature."
-            if robust and localised
-            else "Only the first is more than two standard errors: the additive net is more "
-            "robust, but the step net's extra fragility is not concentrated at units 4 and 7."
+            "On average the additive net is the more robust one, as the paper says"
             if robust
-            else "Only the second is more than two standard errors: the step net's fragile "
-            "units are where its width doubles, but on average the additive net is not "
-            "measurably more robust."
+            else "On average the step-widened net is the more robust one here, the opposite "
+            "of the paper's claim"
+            if g / e <= -2
+            else "On average neither net is measurably more robust"
+        )
+        + (
+            "; the step net's fragile units are where its width doubles (units 4 and 7)."
             if localised
-            else "Neither is more than two standard errors: the paper's point does not show "
-            "at this scale."
+            else "; the step net's extra fragility is not concentrated at units 4 and 7."
         )
     )
 else:
