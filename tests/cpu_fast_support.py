@@ -1,4 +1,5 @@
-"""Helpers shared by the ``test_cpu_fast*`` modules: convolution cases and a two-thread fixture."""
+"""Helpers shared by the tests of the CPU fast path: convolution cases, a two-thread fixture,
+and the whole-network check that the fast path and Chainer's default path agree."""
 
 from __future__ import annotations  # noqa: I001  (chainer_nets must be imported before chainer)
 
@@ -55,3 +56,23 @@ def two_threads():
         pytest.skip("NumPy's BLAS threads cannot be pinned here (threadpoolctl)")
     yield
     cpu_fast.set_threads(None)
+
+
+def assert_fast_path_matches_default(net, x, t) -> None:
+    """One training-mode forward and backward of ``net`` on each CPU path: same loss, same grads.
+
+    Skips when the fast path is switched off for the test run (``CHAINER_NETS_CPU_FAST=0``).
+    Reseed NumPy before calling if ``net`` has stochastic layers drawn from its global state."""
+    if not cpu_fast.is_installed():
+        pytest.skip("the CPU fast path is switched off (CHAINER_NETS_CPU_FAST=0)")
+    out = []
+    for fast in (False, True):
+        with cpu_fast.enabled(fast), chainer.using_config("train", True):
+            loss = F.softmax_cross_entropy(net(x), t)
+            net.cleargrads()
+            loss.backward()
+        out.append((float(loss.array), {n: p.grad.copy() for n, p in net.namedparams()}))
+    (l0, g0), (l1, g1) = out
+    assert l1 == pytest.approx(l0, rel=1e-5)
+    for name in g0:
+        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-3, atol=1e-5, err_msg=name)

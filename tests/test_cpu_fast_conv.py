@@ -39,6 +39,39 @@ def test_conv_paths_are_chosen_by_size():
     assert not any(im2col._use_rows(v) for v in (small, rgb, strided))
 
 
+def test_short_convolutions_choose_their_path():
+    """A convolution too short to split over the workers takes the kernel-width path only on
+    maps of 16x16 and more, and a weight-bound one is left to Chainer's function."""
+    g8 = layout._Geom((16, 640, 8, 8), (640, 640, 3, 3), (1, 1), (1, 1), 1)
+    assert im2col._use_rows(g8) and not im2col._use_rows(g8, split=False)
+    g16 = layout._Geom((4, 64, 16, 16), (64, 64, 3, 3), (1, 1), (1, 1), 1)
+    assert im2col._use_rows(g16, split=False)
+    assert conv_kernels.weight_bound(16, 2, 2, 512 * 9, 1)  # VGG's last stage at batch 16
+    assert not conv_kernels.weight_bound(16, 8, 8, 640 * 9, 1)  # WRN-28-10's last stage
+    assert not conv_kernels.weight_bound(16, 2, 2, 512 * 9, 512)  # depthwise: never
+    assert not conv_kernels.weight_bound(512, 2, 2, 512 * 9, 1)  # enough rows to split
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 64, 2, 2).astype(np.float32)
+    W = rng.randn(64, 64, 3, 3).astype(np.float32)
+    with cpu_fast.enabled(True):
+        y = F.convolution_2d(x, W, pad=1)  # 8 output rows, K = 576: weight-bound
+        y_fast = F.convolution_2d(np.tile(x, (8, 1, 4, 4)), W, pad=1)  # 1,024 rows: not
+    assert y.creator.__class__ is not conv.FastConvolution2D
+    assert y_fast.creator.__class__ is conv.FastConvolution2D
+    with cpu_fast.enabled(False):
+        np.testing.assert_array_equal(y.array, F.convolution_2d(x, W, pad=1).array)
+
+
+def test_chunks_are_cache_sized_only_inside_the_pinned_workers(two_threads):
+    """Inside ``run`` each worker's BLAS has one thread: cache-sized chunks. Outside it (a
+    convolution too short to split) BLAS runs its own threads: the larger chunks."""
+    per_row = 1000
+    outside = workers._WORKERS.chunk_rows(per_row)
+    inside = workers._WORKERS.run(lambda a, b: workers._WORKERS.chunk_rows(per_row), 4)
+    assert outside == workers.UNPINNED_CHUNK_BYTES // per_row
+    assert set(inside) == {workers.CHUNK_BYTES // per_row}
+
+
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_matches_chainer(case, conv_path):
     out = conv_both(case)
@@ -56,6 +89,7 @@ def test_conv_matches_chainer(case, conv_path):
 @pytest.mark.parametrize("chunk", [1, 3000])
 def test_conv_chunked_im2col_matches(monkeypatch, chunk, conv_path):
     monkeypatch.setattr(workers, "CHUNK_BYTES", chunk)
+    monkeypatch.setattr(workers, "UNPINNED_CHUNK_BYTES", chunk)
     cpu_fast.release_buffers()
     for case in (CONV_CASES[0], CONV_CASES[1], CONV_CASES[9]):
         out = conv_both(case)

@@ -6,6 +6,7 @@ import chainer
 import chainer.functions as F
 import numpy as np
 import pytest
+from cpu_fast_support import assert_fast_path_matches_default
 
 import chainer_nets  # noqa: F401  (applies the compat layer)
 from chainer_nets.models import nas as ns
@@ -126,26 +127,12 @@ def test_recipe() -> None:
 
 def test_cpu_fast_path_matches_chainer_default() -> None:
     """Rectangular filters and padded concatenations: same loss and gradients either way."""
-    from chainer_nets import cpu_fast
-
-    if not cpu_fast.is_installed():
-        pytest.skip("the CPU fast path is switched off (CHAINER_NETS_CPU_FAST=0)")
     layers = [NasLayer(3, 7, 6), NasLayer(7, 1, 5, (0,), 2), NasLayer(5, 3, 4, (0, 1))]
     np.random.seed(3)
     net = NasNet(layers)
     x = np.random.RandomState(4).randn(2, 3, 16, 16).astype(np.float32)
     t = np.array([3, 7], np.int32)
-    out = []
-    for fast in (False, True):
-        with cpu_fast.enabled(fast), chainer.using_config("train", True):
-            loss = F.softmax_cross_entropy(net(x), t)
-            net.cleargrads()
-            loss.backward()
-        out.append((float(loss.array), {n: p.grad.copy() for n, p in net.namedparams()}))
-    (l0, g0), (l1, g1) = out
-    assert l1 == pytest.approx(l0, rel=1e-5)
-    for name in g0:
-        np.testing.assert_allclose(g1[name], g0[name], rtol=1e-3, atol=1e-5, err_msg=name)
+    assert_fast_path_matches_default(net, x, t)
 
 
 # --- the controller and REINFORCE ------------------------------------------------------------

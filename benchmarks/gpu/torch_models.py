@@ -329,6 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(BENCH_MODELS))
     ap.add_argument("--compare", action="store_true", help="also compare outputs and gradients")
+    ap.add_argument(
+        "--dtype",
+        choices=["float32", "float64"],
+        default="float32",
+        help="precision of the --compare computation in both frameworks",
+    )
     args = ap.parse_args(argv)
     ok = True
     for name in args.models:
@@ -339,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         line += f"  fwd {forward_flops(tm) / 1e9:.3f} GFLOP/img"
         ok &= pc == pt
         if args.compare:
-            r = compare_with_chainer(name)
+            r = compare_with_chainer(name, dtype=args.dtype)
             line += f"  layers {int(r['layers'])} logits {r['logits']:.1e}"
             line += f" weight grads max {r['grad_max']:.1e} median {r['grad_median']:.1e}"
         print(line, flush=True)

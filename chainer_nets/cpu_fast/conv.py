@@ -1,8 +1,9 @@
 """The fast convolution as a Chainer FunctionNode, and the ``F.convolution_2d`` drop-in.
 
 :func:`convolution_2d` takes supported NumPy calls; everything else (CuPy/ChainerX arrays,
-dilation, ``cover_all``, mixed dtypes, a static schedule being recorded) goes to Chainer's
-own function.
+dilation, ``cover_all``, mixed dtypes, a static schedule being recorded, and short
+weight-bound convolutions where Chainer's own is faster: ``conv_kernels.weight_bound``) goes
+to Chainer's own function.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 from chainer import function_node
 from chainer.functions.connection import convolution_2d as _conv_mod
 
-from chainer_nets.cpu_fast.conv_kernels import _w_matrix, conv_backward, conv_forward
+from chainer_nets.cpu_fast.conv_kernels import _w_matrix, conv_backward, conv_forward, weight_bound
 from chainer_nets.cpu_fast.layout import _Geom
 from chainer_nets.cpu_fast.switch import _FLOATS, _ORIG, is_enabled
 
@@ -129,7 +130,14 @@ def convolution_2d(
         xs, ws = _raw(x).shape, _raw(W).shape
         ho = (xs[2] + 2 * pd[0] - ws[2]) // st[0] + 1
         wo = (xs[3] + 2 * pd[1] - ws[3]) // st[1] + 1
-        if min(st) >= 1 and min(pd) >= 0 and ho > 0 and wo > 0:
+        k = ws[1] * ws[2] * ws[3]
+        if (
+            min(st) >= 1
+            and min(pd) >= 0
+            and ho > 0
+            and wo > 0
+            and not weight_bound(xs[0], ho, wo, k, groups)
+        ):
             args = (x, W) if b is None else (x, W, b)
             (y,) = FastConvolution2D(st, pd, groups).apply(args)
             return y

@@ -77,10 +77,18 @@ class _Pieces:
 #: which stacks the images into one tall GEMM, is used instead.
 ROWS_MIN_PIXELS = 64
 
+#: The same bound for a convolution too short to split over the workers (it runs on the
+#: calling thread, with BLAS's own threads): one tall multi-threaded GEMM beats per-image
+#: GEMMs there unless the maps are large. Measured at batch 16 with 2 threads: 640 channels
+#: on 8x8 maps took 0.63 s forward and backward per image-GEMM, 0.21 s with the full im2col.
+ROWS_MIN_PIXELS_UNSPLIT = 256
 
-def _use_rows(g: _Geom) -> bool:
-    """Whether a convolution takes the kernel-width im2col path (:class:`_RowPieces`)."""
-    return g.sy == 1 and g.ho * g.wo >= ROWS_MIN_PIXELS and g.kw * g.c >= ROWS_MIN_K
+
+def _use_rows(g: _Geom, split: bool = True) -> bool:
+    """Whether a convolution takes the kernel-width im2col path (:class:`_RowPieces`);
+    ``split``: whether its images are shared out over the worker threads."""
+    min_pixels = ROWS_MIN_PIXELS if split else ROWS_MIN_PIXELS_UNSPLIT
+    return g.sy == 1 and g.ho * g.wo >= min_pixels and g.kw * g.c >= ROWS_MIN_K
 
 
 #: ... nor when a kernel row spans fewer than this many inputs (``kw*C``; 9 for an RGB

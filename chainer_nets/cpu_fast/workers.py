@@ -15,8 +15,11 @@ from typing import Any
 #: that the chunk is written and read back by the GEMM while it is still in the core's cache.
 CHUNK_BYTES = int(float(os.environ.get("CHAINER_NETS_CPU_FAST_CHUNK_KB", "2048")) * 1024)
 
-#: Chunk size when the BLAS thread count cannot be controlled (one worker; the GEMM itself
-#: is multi-threaded and needs larger blocks to amortise its thread start-up).
+#: Chunk size when BLAS keeps its own threads: when the thread count cannot be controlled (one
+#: worker), and for calls too short to split over the workers, which run on the calling
+#: thread outside :meth:`_Workers.run`. The GEMM is then multi-threaded and needs larger
+#: blocks to amortise its thread start-up; with 2 MB chunks a 512-channel 3x3 convolution on
+#: 4x4 maps (batch 16) streamed its 9 MB weight matrix once per two images.
 UNPINNED_CHUNK_BYTES = 32 << 20
 
 
@@ -57,6 +60,7 @@ class _Workers:
         self._ready = False
         self._pool: Any = None
         self._blas: list | None = None
+        self._pinned_now = False  # inside run(), with BLAS on one thread per worker
         self.threads = 1
 
     def _setup(self, threads: int | None = None) -> None:
@@ -83,8 +87,9 @@ class _Workers:
         return self._blas is not None
 
     def chunk_rows(self, bytes_per_row: int) -> int:
-        """Rows of a buffer (``bytes_per_row`` each) that make one cache-sized chunk."""
-        target = CHUNK_BYTES if self.pinned else UNPINNED_CHUNK_BYTES
+        """Rows of a buffer (``bytes_per_row`` each) that make one chunk: cache-sized for the
+        single-threaded GEMMs inside :meth:`run`, larger where BLAS runs its own threads."""
+        target = CHUNK_BYTES if self.pinned and self._pinned_now else UNPINNED_CHUNK_BYTES
         return int(max(1, target // max(1, bytes_per_row)))
 
     def split(self, n: int, per_thread: int = 1) -> list[tuple[int, int]]:
@@ -119,6 +124,7 @@ class _Workers:
             old = [lib.num_threads for lib in self._blas]
             for lib in self._blas:
                 lib.set_num_threads(1)
+            self._pinned_now = True
         try:
             if self.threads == 1 or len(tasks) == 1:
                 return [fn(a, b, *args) for a, b in tasks]
@@ -152,6 +158,7 @@ class _Workers:
             return results
         finally:
             if old is not None:
+                self._pinned_now = False
                 for lib, k in zip(self._blas, old, strict=True):
                     lib.set_num_threads(k)
 
