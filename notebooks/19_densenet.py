@@ -273,12 +273,14 @@ print("Growing increments mean quadratic growth; constant increments mean linear
 # %% [markdown]
 # The same comparison for the paper's largest network, DenseNet-BC ($L=190$, $k=40$),
 # recorded by `benchmarks/cpu/densenet_memory.py`: one training step (forward, backward,
-# Nesterov update), each setting in a fresh process, on a 2-core machine with 23 GB of
-# memory. At batch 8 both settings were measured side by side. At the paper's batch of 64
-# the memory-efficient step was measured; the naive one was not, because by the batch-8 and
-# batch-32 measurements it would need more memory than the machine has (activations grow
-# linearly with the batch). The large-batch rows warmed up on a batch of 2 (see the script);
-# the step times were taken while other jobs ran on the same cores, so they are indicative.
+# Nesterov update) after a warm-up step, each setting in a fresh process, on a 2-core machine
+# with 23 GB of memory. At batch 8 and 32 both settings were measured side by side. At the
+# paper's batch of 64 only the memory-efficient step was measured: by the batch-8 and
+# batch-32 measurements the naive one needs more memory than the machine has (activations
+# grow linearly with the batch). Two figures: the step's own peak of NumPy allocations, and
+# the process's peak resident memory, which adds the parameters, gradients, optimizer state
+# and the CPU fast path's reusable buffers. The step times were taken while other jobs ran
+# on the same cores, so they are indicative only.
 
 # %%
 root = Path(chainer_nets.__file__).resolve().parents[1]
@@ -293,7 +295,7 @@ nb.show_md(
                 r["batch"],
                 f"{r['step_peak_mb']:,.0f}",
                 f"{r['max_rss_mb']:,.0f}",
-                r["step_seconds"] or f"{r['step_seconds_traced']} (traced)",
+                r["step_seconds"],
             ]
             for r in rows
         ],
@@ -316,11 +318,14 @@ if (True, 64) in by and len(naive_batches) >= 2:
     b0, b1 = naive_batches[0], naive_batches[-1]
     m0, m1 = by[(False, b0)]["step_peak_mb"], by[(False, b1)]["step_peak_mb"]
     per_image = (m1 - m0) / (b1 - b0)
+    r0, r1 = by[(False, b0)]["max_rss_mb"], by[(False, b1)]["max_rss_mb"]
+    rss_per_image = (r1 - r0) / (b1 - b0)
     print(
         f"Batch 64, measured memory-efficient: {by[(True, 64)]['step_peak_mb'] / 1024:.1f} GB "
         f"step peak, {by[(True, 64)]['max_rss_mb'] / 1024:.1f} GB process peak. Naive, measured "
-        f"at batch {b0} and {b1}: {per_image:,.0f} MB per image, so about "
-        f"{(m1 + per_image * (64 - b1)) / 1024:.0f} GB at batch 64 (a linear extrapolation, "
+        f"at batch {b0} and {b1}: {per_image:,.0f} MB of step peak and {rss_per_image:,.0f} MB "
+        f"of process peak per image, so about {(m1 + per_image * (64 - b1)) / 1024:.0f} GB and "
+        f"{(r1 + rss_per_image * (64 - b1)) / 1024:.0f} GB at batch 64 (a linear extrapolation, "
         f"not a measurement)."
     )
 

@@ -3,9 +3,12 @@ NumPy path (the "no model slower than the default path" check; no PyTorch needed
 
     python benchmarks/cpu/all_models.py [--batch 16] [--models NAME ...] [--skip NAME ...]
 
-Each path is run twice alternately; the second timing of each is reported. A model whose first
-step takes longer than ``--single-above`` seconds on both paths is timed once per path (a
-warm-up is then a small part of the step). NumPy's global
+The two paths take turns, one training step each. The first turn of each path is a warm-up;
+the table gives the median of the later ones: ``--rounds`` of them (default 5) for a model whose
+warm-up steps both took under ``--long`` seconds (default 5; single steps of such models vary
+by 10% on a 2-core machine), one otherwise. A model whose warm-up steps both took longer than
+``--single-above`` seconds (default 60) is timed by its warm-up steps alone (the warm-up is then
+a small part of a step). NumPy's global
 random state is reseeded before every step, so stochastic architectures (drop-path, stochastic
 depth, swapout, dropout) drop the same parts on both paths.
 """
@@ -27,6 +30,18 @@ import chainer.functions as F  # noqa: E402
 from chainer_nets import cpu_fast  # noqa: E402
 
 
+def train_step(model, opt, x, t, fast: bool) -> float:
+    """Seconds of one training step on the fast path (``fast``) or Chainer's default path."""
+    np.random.seed(1)  # stochastic layers drop the same parts on both paths
+    with cpu_fast.enabled(fast):
+        t0 = time.perf_counter()
+        loss = F.softmax_cross_entropy(model(x), t)
+        model.cleargrads()
+        loss.backward()
+        opt.update()
+        return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print a markdown table of step times, fast path vs Chainer's default path."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -38,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="time these models, in this order (default: every CIFAR-10 model)",
     )
+    ap.add_argument("--rounds", type=int, default=5, help="timed turns per path, short models")
+    ap.add_argument("--long", type=float, default=5.0, metavar="SECONDS")
     ap.add_argument("--single-above", type=float, default=60.0, metavar="SECONDS")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
@@ -59,18 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         model = chainer_nets.get_model(info.name)
         opt = chainer.optimizers.MomentumSGD(lr=0.01)
         opt.setup(model)
-        last = {}
-        for i, fast in enumerate((True, False, True, False)):
-            if i == 2 and min(last.values()) > args.single_above:
-                break
-            np.random.seed(1)
-            with cpu_fast.enabled(fast):
-                t0 = time.perf_counter()
-                loss = F.softmax_cross_entropy(model(x), t)
-                model.cleargrads()
-                loss.backward()
-                opt.update()
-                last[fast] = time.perf_counter() - t0
+
+        def step(fast: bool, model=model, opt=opt) -> float:
+            return train_step(model, opt, x, t, fast)
+
+        warm = {fast: step(fast) for fast in (True, False)}
+        shortest = min(warm.values())
+        rounds = 0 if shortest > args.single_above else 1 if shortest > args.long else args.rounds
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for fast in (True, False):
+                times[fast].append(step(fast))
+        last = {fast: float(np.median(times[fast] or [warm[fast]])) for fast in (True, False)}
         ratio = last[False] / last[True]
         if ratio < 1:
             slower.append(info.name)
