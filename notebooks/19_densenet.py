@@ -305,7 +305,7 @@ by = {(r["memory_efficient"], r["batch"]): r for r in rows}
 both = max(b for (m, b) in by if (not m, b) in by)  # the largest batch measured both ways
 naive, lean = by[(False, both)], by[(True, both)]
 print(
-    f"Commands: {'; '.join(sorted({r['command'] for r in rows}))} ({record['cpu_count']} CPU "
+    f"Commands: {'; '.join(dict.fromkeys(r['command'] for r in rows))} ({record['cpu_count']} CPU "
     f"cores; the CPU fast path {'on, its work buffers included' if naive['cpu_fast'] else 'off'})."
 )
 print(

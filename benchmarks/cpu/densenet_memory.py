@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
         return 0
     command = f"python benchmarks/cpu/densenet_memory.py --model {args.model} --batch {args.batch}"
+    if args.modes != ["naive", "efficient"]:
+        command += " --modes " + " ".join(args.modes)
     if args.warmup_batch is not None:
         command += f" --warmup-batch {args.warmup_batch}"
     rows = []
