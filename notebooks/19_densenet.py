@@ -274,59 +274,84 @@ print("Growing increments mean quadratic growth; constant increments mean linear
 # The same comparison for the paper's largest network, DenseNet-BC ($L=190$, $k=40$),
 # recorded by `benchmarks/cpu/densenet_memory.py`: one training step (forward, backward,
 # Nesterov update) after a warm-up step, each setting in a fresh process, on a 2-core machine
-# with 23 GB of memory. At batch 8 and 32 both settings were measured side by side. At the
-# paper's batch of 64 only the memory-efficient step was measured: by the batch-8 and
-# batch-32 measurements the naive one needs more memory than the machine has (activations
-# grow linearly with the batch). Two figures: the step's own peak of NumPy allocations, and
-# the process's peak resident memory, which adds the parameters, gradients, optimizer state
-# and the CPU fast path's reusable buffers. The step times were taken while other jobs ran
-# on the same cores, so they are indicative only.
+# with 23 GB of memory. Two figures: the step's own peak of NumPy allocations, and the
+# process's peak resident memory, which adds the parameters, gradients, optimizer state and,
+# with the CPU fast path on, its reusable work buffers. With the fast path on, both settings
+# were measured at batch 8 and 32, and at the paper's batch of 64 only the memory-efficient
+# one: by the batch-8 and batch-32 figures the naive step needs more memory than the machine
+# has (activations grow linearly with the batch). With the fast path off (Chainer's own
+# NumPy path, no reusable buffers; warm-up on a batch of 2, see the script) both settings
+# were measured at batch 64. The step times were taken while other jobs ran on the same
+# cores, so they are indicative only.
 
 # %%
 root = Path(chainer_nets.__file__).resolve().parents[1]
 record = json.loads((root / "benchmarks" / "cpu" / "densenet_memory.json").read_text())
-rows = sorted(record["rows"], key=lambda r: (r["batch"], r["memory_efficient"]))
+rows = sorted(record["rows"], key=lambda r: (not r["cpu_fast"], r["batch"], r["memory_efficient"]))
 nb.show_md(
     nb.md_table(
-        ["layers", "batch", "step peak, tracemalloc (MB)", "max RSS of the process (MB)", "s/step"],
+        [
+            "layers",
+            "CPU fast path",
+            "batch",
+            "step peak, tracemalloc (MB)",
+            "max RSS of the process (MB)",
+            "s/step",
+        ],
         [
             [
                 "memory-efficient" if r["memory_efficient"] else "naive",
+                "on" if r["cpu_fast"] else "off",
                 r["batch"],
                 f"{r['step_peak_mb']:,.0f}",
                 f"{r['max_rss_mb']:,.0f}",
-                r["step_seconds"],
+                r["step_seconds"] or f"{r['step_seconds_traced']} (traced)",
             ]
             for r in rows
         ],
     )
 )
-by = {(r["memory_efficient"], r["batch"]): r for r in rows}
-both = max(b for (m, b) in by if (not m, b) in by)  # the largest batch measured both ways
-naive, lean = by[(False, both)], by[(True, both)]
+by = {(r["cpu_fast"], r["memory_efficient"], r["batch"]): r for r in rows}
 print(
-    f"Commands: {'; '.join(dict.fromkeys(r['command'] for r in rows))} ({record['cpu_count']} CPU "
-    f"cores; the CPU fast path {'on, its work buffers included' if naive['cpu_fast'] else 'off'})."
+    f"Commands: {'; '.join(dict.fromkeys(r['command'] for r in rows))} "
+    f"({record['cpu_count']} CPU cores; with the fast path on, its work buffers count too)."
 )
-print(
-    f"Batch {both}: the step's peak falls from {naive['step_peak_mb']:,.0f} MB to "
-    f"{lean['step_peak_mb']:,.0f} MB ({naive['step_peak_mb'] / lean['step_peak_mb']:.1f}x less); "
-    f"the step takes {lean['step_seconds'] / naive['step_seconds']:.2f}x the time (busy machine)."
-)
-naive_batches = sorted(b for (m, b) in by if not m)
-if (True, 64) in by and len(naive_batches) >= 2:
-    b0, b1 = naive_batches[0], naive_batches[-1]
-    m0, m1 = by[(False, b0)]["step_peak_mb"], by[(False, b1)]["step_peak_mb"]
-    per_image = (m1 - m0) / (b1 - b0)
-    r0, r1 = by[(False, b0)]["max_rss_mb"], by[(False, b1)]["max_rss_mb"]
-    rss_per_image = (r1 - r0) / (b1 - b0)
+
+
+def secs(r: dict) -> float:
+    """A row's step time: measured without tracemalloc where it was, else the traced step."""
+    return r["step_seconds"] or r["step_seconds_traced"]
+
+
+# per path: the largest batch measured both ways, and what the step's peak saves there
+for fast in (True, False):
+    pairs = [b for (f, m, b) in by if f == fast and not m and (f, True, b) in by]
+    if not pairs:
+        continue
+    both = max(pairs)
+    naive, lean = by[(fast, False, both)], by[(fast, True, both)]
     print(
-        f"Batch 64, measured memory-efficient: {by[(True, 64)]['step_peak_mb'] / 1024:.1f} GB "
-        f"step peak, {by[(True, 64)]['max_rss_mb'] / 1024:.1f} GB process peak. Naive, measured "
-        f"at batch {b0} and {b1}: {per_image:,.0f} MB of step peak and {rss_per_image:,.0f} MB "
-        f"of process peak per image, so about {(m1 + per_image * (64 - b1)) / 1024:.0f} GB and "
-        f"{(r1 + rss_per_image * (64 - b1)) / 1024:.0f} GB at batch 64 (a linear extrapolation, "
-        f"not a measurement)."
+        f"Fast path {'on' if fast else 'off'}, batch {both}: the step's peak falls from "
+        f"{naive['step_peak_mb']:,.0f} MB to {lean['step_peak_mb']:,.0f} MB "
+        f"({naive['step_peak_mb'] / lean['step_peak_mb']:.1f}x less), the process's from "
+        f"{naive['max_rss_mb'] / 1024:.1f} GB to {lean['max_rss_mb'] / 1024:.1f} GB; the step "
+        f"takes {secs(lean) / secs(naive):.2f}x the time (busy machine)."
+    )
+# with the fast path on, the naive step at batch 64 did not fit: extrapolate it
+naive_batches = sorted(b for (f, m, b) in by if f and not m)
+if (True, True, 64) in by and (True, False, 64) not in by and len(naive_batches) >= 2:
+    b0, b1 = naive_batches[0], naive_batches[-1]
+    m0, m1 = by[(True, False, b0)]["step_peak_mb"], by[(True, False, b1)]["step_peak_mb"]
+    r0, r1 = by[(True, False, b0)]["max_rss_mb"], by[(True, False, b1)]["max_rss_mb"]
+    per_image, rss_per_image = (m1 - m0) / (b1 - b0), (r1 - r0) / (b1 - b0)
+    print(
+        f"Fast path on, batch 64: memory-efficient measured, "
+        f"{by[(True, True, 64)]['step_peak_mb'] / 1024:.1f} GB step peak and "
+        f"{by[(True, True, 64)]['max_rss_mb'] / 1024:.1f} GB process peak. Naive, from batch "
+        f"{b0} and {b1}: {per_image:,.0f} MB of step peak and {rss_per_image:,.0f} MB of process "
+        f"peak per image, so about {(m1 + per_image * (64 - b1)) / 1024:.0f} GB and "
+        f"{(r1 + rss_per_image * (64 - b1)) / 1024:.0f} GB at batch 64 (a linear "
+        f"extrapolation, not a measurement: more than the machine's memory)."
     )
 
 # %% [markdown]

@@ -7,6 +7,7 @@ mpi4py or mpiexec is missing, unless CHAINER_NETS_REQUIRE_MPI=1 (CI), where it f
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -121,16 +122,20 @@ def test_two_ranks_equal_one_process(mpiexec: str, cifar, tmp_path: Path) -> Non
     assert res["test_images"] == 32  # scored over both ranks' parts
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` still exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie (exited, not yet reaped) holds no lock any more
-        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+def _wait_for_lock(out: Path, pid: int, seconds: float) -> None:
+    """Wait until nobody holds ``out``'s run lock; after ``seconds`` end ``pid`` (SIGKILL reaches
+    every thread of it) and wait again. A process whose main thread has exited can still hold
+    the lock through a thread left blocked in MPI (its ``/proc`` state then reads as a zombie),
+    so the lock itself is what is waited for, as a user waits for a job to end."""
+    deadline = time.monotonic() + seconds
+    while rf.lock_holder(out) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if rf.lock_holder(out) is not None:  # a rank left hanging: end it, as a user would
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while rf.lock_holder(out) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def test_kill_one_rank_then_resume_equals_uninterrupted(
@@ -166,13 +171,7 @@ def test_kill_one_rank_then_resume_equals_uninterrupted(
 
     # the launcher returns before rank 0 (which holds the run folder's lock) has exited: wait
     # for it, as a user waits for a job to end before resuming it
-    rank0, deadline = int((pids / "rank0.pid").read_text()), time.monotonic() + 120
-    while _alive(rank0) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _alive(rank0):  # a rank left hanging in a collective: end it, as a user would
-        os.kill(rank0, signal.SIGKILL)
-        while _alive(rank0) and time.monotonic() < deadline + 30:
-            time.sleep(0.1)
+    _wait_for_lock(out, int((pids / "rank0.pid").read_text()), 120)
     r = _run(mpiexec, 2, "--out", str(out), "--resume")
     assert r.returncode == 0, r.stderr
     a, b = _weights(two_ranks), _weights(out)

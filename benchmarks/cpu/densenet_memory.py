@@ -1,8 +1,8 @@
 """Peak memory of one DenseNet training step, with and without the memory-efficient layers.
 
     python benchmarks/cpu/densenet_memory.py [--model densenet_bc190_k40] [--batch 8]
-        [--modes naive efficient] [--warmup-batch N] [--out benchmarks/cpu/densenet_memory.json
-        [--append]]
+        [--modes naive efficient] [--warmup-batch N] [--fast-path off]
+        [--out benchmarks/cpu/densenet_memory.json [--append]]
 
 Each setting runs in a fresh Python process that builds the model and a Nesterov optimizer,
 runs one warm-up step (so parameters, gradients, optimizer state and the fast path's scratch
@@ -21,6 +21,8 @@ timed step (a batch-64 step of the largest model takes many minutes on two cores
 parameters' gradients and the optimizer state then exist before the measured step, while the
 fast path's scratch buffers for the full batch are allocated inside it, so the figure errs
 high by at most those buffers. ``--append`` adds the rows to an existing ``--out`` file.
+``--fast-path off`` measures Chainer's own NumPy path (``CHAINER_NETS_CPU_FAST=0`` in the child
+processes): no fast-path buffers, so the smallest process for a given batch.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", nargs="+", choices=["naive", "efficient"], default=["naive", "efficient"]
     )
     ap.add_argument("--warmup-batch", type=int, default=None, metavar="N")
+    ap.add_argument("--fast-path", choices=["on", "off"], default="on")
     ap.add_argument("--out", type=Path, default=None, help="write the results here (JSON)")
     ap.add_argument("--append", action="store_true", help="add the rows to an existing --out")
     ap.add_argument("--child", choices=["naive", "efficient"], help=argparse.SUPPRESS)
@@ -118,12 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         command += " --modes " + " ".join(args.modes)
     if args.warmup_batch is not None:
         command += f" --warmup-batch {args.warmup_batch}"
+    env = dict(os.environ)
+    if args.fast_path == "off":
+        command += " --fast-path off"
+        env["CHAINER_NETS_CPU_FAST"] = "0"
     rows = []
     for mode in args.modes:
         cmd = [sys.executable, __file__, "--model", args.model, "--batch", str(args.batch)]
         if args.warmup_batch is not None:
             cmd += ["--warmup-batch", str(args.warmup_batch)]
-        done = subprocess.run(cmd + ["--child", mode], capture_output=True, text=True)
+        done = subprocess.run(cmd + ["--child", mode], capture_output=True, text=True, env=env)
         if done.returncode:
             sys.stderr.write(done.stderr)
             print(f"error: the {mode} measurement failed (exit {done.returncode})", file=sys.stderr)
