@@ -8,9 +8,9 @@ the table gives the median of the later ones: ``--rounds`` of them (default 5) f
 warm-up steps both took under ``--long`` seconds (default 5; single steps of such models vary
 by 10% on a 2-core machine), one otherwise. A model whose warm-up steps both took longer than
 ``--single-above`` seconds (default 60) is timed by its warm-up steps alone (the warm-up is then
-a small part of a step). NumPy's global
-random state is reseeded before every step, so stochastic architectures (drop-path, stochastic
-depth, swapout, dropout) drop the same parts on both paths.
+a small part of a step). NumPy's global random state is reseeded before every step, so
+stochastic architectures (drop-path, stochastic depth, swapout, dropout) drop the same parts on
+both paths.
 """
 
 from __future__ import annotations
@@ -76,17 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         model = chainer_nets.get_model(info.name)
         opt = chainer.optimizers.MomentumSGD(lr=0.01)
         opt.setup(model)
-
-        def step(fast: bool, model=model, opt=opt) -> float:
-            return train_step(model, opt, x, t, fast)
-
-        warm = {fast: step(fast) for fast in (True, False)}
+        warm = {fast: train_step(model, opt, x, t, fast) for fast in (True, False)}
         shortest = min(warm.values())
         rounds = 0 if shortest > args.single_above else 1 if shortest > args.long else args.rounds
         times: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(rounds):
             for fast in (True, False):
-                times[fast].append(step(fast))
+                times[fast].append(train_step(model, opt, x, t, fast))
         last = {fast: float(np.median(times[fast] or [warm[fast]])) for fast in (True, False)}
         ratio = last[False] / last[True]
         if ratio < 1:
